@@ -1,0 +1,103 @@
+"""The store's tables: every FHIR resource, its versions, and what is indexed for search.
+
+One row per logical resource in `resources` (its current version, for fast reads), every version in
+`resource_versions` (history is never rewritten), identifiers in `resource_identifiers` whose unique
+constraint is what makes re-sent results idempotent, and search values in `search_index`.
+"""
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+Key = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class ResourceRow(Base):
+    __tablename__ = "resources"
+    __table_args__ = (UniqueConstraint("resource_type", "logical_id", name="uq_resources_type_id"),)
+
+    pk: Mapped[int] = mapped_column(Key, primary_key=True, autoincrement=True)
+    resource_type: Mapped[str] = mapped_column(String(64))
+    # Null only between allocation and the first write inside one transaction.
+    logical_id: Mapped[str | None] = mapped_column(String(64))
+    version_id: Mapped[int] = mapped_column(Integer)
+    last_updated: Mapped[datetime] = mapped_column(DateTime())
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    content: Mapped[str] = mapped_column(Text)
+
+
+class ResourceVersionRow(Base):
+    __tablename__ = "resource_versions"
+    __table_args__ = (UniqueConstraint("resource_pk", "version_id", name="uq_resource_versions_version"),)
+
+    pk: Mapped[int] = mapped_column(Key, primary_key=True, autoincrement=True)
+    resource_pk: Mapped[int] = mapped_column(ForeignKey("resources.pk", ondelete="CASCADE"))
+    version_id: Mapped[int] = mapped_column(Integer)
+    last_updated: Mapped[datetime] = mapped_column(DateTime())
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    method: Mapped[str] = mapped_column(String(8))
+    content: Mapped[str] = mapped_column(Text)
+
+
+class IdentifierRow(Base):
+    """Business identifiers: the natural key. The unique constraint, not a lookup, prevents duplicates."""
+
+    __tablename__ = "resource_identifiers"
+    __table_args__ = (
+        UniqueConstraint("resource_type", "system", "value", name="uq_resource_identifiers_natural_key"),
+        Index("ix_resource_identifiers_resource_pk", "resource_pk"),
+    )
+
+    pk: Mapped[int] = mapped_column(Key, primary_key=True, autoincrement=True)
+    resource_pk: Mapped[int] = mapped_column(ForeignKey("resources.pk", ondelete="CASCADE"))
+    resource_type: Mapped[str] = mapped_column(String(64))
+    system: Mapped[str] = mapped_column(String(255))
+    value: Mapped[str] = mapped_column(String(255))
+
+
+class SearchIndexRow(Base):
+    """One searchable value of the current version: a token, a reference or a date range.
+
+    All datetimes in the store are naive UTC, so that SQLite and PostgreSQL compare them alike.
+    """
+
+    __tablename__ = "search_index"
+    __table_args__ = (
+        Index("ix_search_index_lookup", "resource_type", "param", "value"),
+        Index("ix_search_index_dates", "resource_type", "param", "start"),
+        Index("ix_search_index_resource_pk", "resource_pk"),
+    )
+
+    pk: Mapped[int] = mapped_column(Key, primary_key=True, autoincrement=True)
+    resource_pk: Mapped[int] = mapped_column(ForeignKey("resources.pk", ondelete="CASCADE"))
+    resource_type: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    system: Mapped[str | None] = mapped_column(String(255))
+    value: Mapped[str | None] = mapped_column(String(255))
+    start: Mapped[datetime | None] = mapped_column(DateTime())
+    end: Mapped[datetime | None] = mapped_column(DateTime())

@@ -1,0 +1,160 @@
+"""Parsing and validating FHIR R4 JSON with fhir.resources' R4B models.
+
+R4B, not the package's default R5: real R4 payloads (e.g. MedicationAdministration.medicationCodeableConcept)
+are invalid R5. R4 and R4B share the structure of every resource the trial uses. Validation is a gate:
+what is stored is the JSON as sent (plus server meta), never the model's re-serialisation.
+"""
+
+import json
+import re
+from functools import cache
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.resource import Resource
+from pydantic import ValidationError
+
+from app.fhir.outcome import FhirError, Issue, error
+
+# Required bindings (FHIR R4 valueset-*.html) that the models do not enforce, for the elements the trial's
+# logic reads: a result whose status is not one of these cannot be told usable or withdrawn.
+REQUIRED_CODES: dict[tuple[str, str], frozenset[str]] = {
+    ("Observation", "status"): frozenset(
+        {"registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error", "unknown"}
+    ),
+    ("DiagnosticReport", "status"): frozenset(
+        {"registered", "partial", "preliminary", "final", "amended", "corrected", "appended", "cancelled",
+         "entered-in-error", "unknown"}
+    ),
+    ("MedicationAdministration", "status"): frozenset(
+        {"in-progress", "not-done", "on-hold", "completed", "entered-in-error", "stopped", "unknown"}
+    ),
+    ("MedicationStatement", "status"): frozenset(
+        {"active", "completed", "entered-in-error", "intended", "stopped", "on-hold", "unknown", "not-taken"}
+    ),
+    ("Procedure", "status"): frozenset(
+        {"preparation", "in-progress", "not-done", "on-hold", "stopped", "completed", "entered-in-error", "unknown"}
+    ),
+    ("Consent", "status"): frozenset({"draft", "proposed", "active", "rejected", "inactive", "entered-in-error"}),
+    ("ResearchSubject", "status"): frozenset(
+        {"candidate", "eligible", "follow-up", "ineligible", "not-registered", "off-study", "on-study",
+         "on-study-intervention", "on-study-observation", "pending-on-study", "potential-candidate", "screening",
+         "withdrawn"}
+    ),
+    ("Specimen", "status"): frozenset({"available", "unavailable", "unsatisfactory", "entered-in-error"}),
+    ("Patient", "gender"): frozenset({"male", "female", "other", "unknown"}),
+}
+ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+MAX_JSON_DEPTH = 64
+
+
+@cache
+def resource_class(resource_type: str) -> type[Resource] | None:
+    """The R4B model class of a resource type, or None when the name is not a FHIR resource."""
+    if not resource_type or not resource_type[0].isupper():
+        return None
+    try:
+        model = get_fhir_model_class(resource_type)
+    except (ValueError, KeyError, AttributeError, ImportError):
+        return None
+    if not issubclass(model, Resource):
+        return None
+    return model  # type: ignore[no-any-return]
+
+
+def is_resource_type(name: str) -> bool:
+    return resource_class(name) is not None
+
+
+def parse_json(body: bytes) -> Any:
+    """Decode a request body; malformed JSON is a 400 that says where it broke."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(400, "structure", f"Body is not UTF-8: byte {exc.start}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(
+            400, "structure", f"Malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except RecursionError:
+        raise error(400, "structure", f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise error(400, "structure", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return data
+
+
+def _depth(value: Any) -> int:
+    depth, level = 0, [value]
+    while level:
+        depth += 1
+        nxt: list[Any] = []
+        for v in level:
+            if isinstance(v, dict):
+                nxt.extend(v.values())
+            elif isinstance(v, list):
+                nxt.extend(v)
+        level = nxt
+        if depth > MAX_JSON_DEPTH:
+            break
+    return depth - 1
+
+
+def validate_resource(data: Any, *, expected_type: str | None = None) -> str:
+    """Validate one resource; returns its type. Errors carry FHIRPath expressions from the resource root."""
+    if not isinstance(data, dict):
+        raise error(400, "structure", "A resource must be a JSON object")
+    resource_type = data.get("resourceType")
+    if not isinstance(resource_type, str):
+        raise error(400, "required", "resourceType is missing", "resourceType")
+    model = resource_class(resource_type)
+    if model is None:
+        raise error(400, "not-supported", f"Unknown resource type '{resource_type}'", "resourceType")
+    if expected_type is not None and resource_type != expected_type:
+        raise error(
+            400, "invalid", f"Resource type '{resource_type}' does not match '{expected_type}' in the URL",
+            f"{resource_type}.resourceType",
+        )
+    resource_id = data.get("id")
+    if resource_id is not None and (not isinstance(resource_id, str) or not ID_PATTERN.match(resource_id)):
+        raise error(400, "value", f"Invalid resource id {resource_id!r}", f"{resource_type}.id")
+    try:
+        model.model_validate(data)
+    except ValidationError as exc:
+        raise FhirError(400, [_issue(resource_type, e) for e in exc.errors(include_url=False)]) from None
+    except (ValueError, TypeError) as exc:
+        raise error(400, "invalid", f"Invalid {resource_type}: {exc}", resource_type) from None
+    for (bound_type, element), codes in REQUIRED_CODES.items():
+        value = data.get(element)
+        if bound_type == resource_type and value is not None and value not in codes:
+            raise error(400, "code-invalid", f"{value!r} is not a valid {resource_type}.{element} code",
+                        f"{resource_type}.{element}")
+    return resource_type
+
+
+def _issue(resource_type: str, err: Any) -> Issue:
+    path = resource_type + _fhirpath(err.get("loc", ()))
+    message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    kind = str(err.get("type", ""))
+    if "missing" in kind:
+        code = "required"
+    elif kind == "extra_forbidden":
+        code = "structure"
+        message = "Unknown element"
+    else:
+        code = "value"
+    return Issue("error", code, message, (path,))
+
+
+def _fhirpath(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
+            # fhir.resources names a primitive's extension `status__ext` and a Python keyword `class_`.
+            if part.endswith("__ext"):
+                part = "_" + part[: -len("__ext")]
+            out += "." + (part[:-1] if part.endswith("_") and not part.startswith("_") else part)
+    return out
