@@ -25,8 +25,12 @@ def load_demo(settings: Settings, directory: Path) -> int:
     for path in files:
         try:
             answer = process_bundle(
-                db, json.loads(path.read_text()), max_entries=settings.max_bundle_entries,
-                retries=settings.write_retries, checks=(), prefer="minimal",
+                db,
+                json.loads(path.read_text()),
+                max_entries=settings.max_bundle_entries,
+                retries=settings.write_retries,
+                checks=(),
+                prefer="minimal",
             )
         except FhirError as exc:
             failures += 1

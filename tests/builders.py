@@ -28,15 +28,29 @@ def patient(mrn: str, *, birth_date: str = "2018-04-01", organization: str | Non
 
 
 def mrd(
-    accession: str, subject: str, *, value: float = 0.05, unit: str = "%", assay: str = "mrd-flow",
-    status: str = "final", effective: str = "2025-03-19T09:30:00+08:00",
+    accession: str,
+    subject: str,
+    *,
+    value: float = 0.05,
+    unit: str = "%",
+    assay: str = "mrd-flow",
+    status: str = "final",
+    effective: str = "2025-03-19T09:30:00+08:00",
 ) -> dict[str, Any]:
     return {
         "resourceType": "Observation",
         "identifier": [{"system": LAB_SYSTEM, "value": accession}],
         "status": status,
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                  "code": "laboratory"}]}],
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "laboratory",
+                    }
+                ]
+            }
+        ],
         "code": {"coding": [{"system": CONCEPT, "code": assay}]},
         "subject": {"reference": subject},
         "effectiveDateTime": effective,
@@ -44,7 +58,9 @@ def mrd(
     }
 
 
-def post(resource: dict[str, Any], full_url: str | None = None, if_none_exist: str | None = None) -> dict[str, Any]:
+def post(
+    resource: dict[str, Any], full_url: str | None = None, if_none_exist: str | None = None
+) -> dict[str, Any]:
     request: dict[str, Any] = {"method": "POST", "url": resource["resourceType"]}
     if if_none_exist:
         request["ifNoneExist"] = if_none_exist

@@ -1,7 +1,6 @@
 """Shared fixtures: a real database (SQLite by default, PostgreSQL with TEST_DATABASE_URL) migrated with
 Alembic, emptied between tests, and the real app reached through httpx's ASGI transport."""
 
-import inspect
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,12 +15,6 @@ from app.main import create_app
 from app.settings import Settings
 
 FHIR_JSON = {"content-type": "application/fhir+json"}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
-            item.add_marker(pytest.mark.anyio)
 
 
 @pytest.fixture(scope="session")

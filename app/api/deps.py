@@ -30,10 +30,14 @@ async def read_fhir_json(request: Request, settings: Settings) -> Any:
     """The JSON body of a FHIR write: right media type, within the size limit, well-formed."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in FHIR_MEDIA_TYPES:
-        raise error(415, "not-supported", f"Content-Type must be application/fhir+json, not '{media_type or 'none'}'")
+        raise error(
+            415, "not-supported", f"Content-Type must be application/fhir+json, not '{media_type or 'none'}'"
+        )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
-        raise error(413, "too-costly", f"Body of {declared} bytes exceeds the limit of {settings.max_body_bytes}")
+        raise error(
+            413, "too-costly", f"Body of {declared} bytes exceeds the limit of {settings.max_body_bytes}"
+        )
     body = bytearray()
     async for chunk in request.stream():
         body.extend(chunk)

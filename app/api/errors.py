@@ -41,8 +41,18 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> Re
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
     if _is_fhir(request):
-        code = "not-found" if exc.status_code == 404 else "not-supported" if exc.status_code == 405 else "processing"
-        message = f"No such FHIR route: {request.method} {request.url.path}" if exc.status_code in (404, 405) else str(exc.detail)
+        code = (
+            "not-found"
+            if exc.status_code == 404
+            else "not-supported"
+            if exc.status_code == 405
+            else "processing"
+        )
+        message = (
+            f"No such FHIR route: {request.method} {request.url.path}"
+            if exc.status_code in (404, 405)
+            else str(exc.detail)
+        )
         return fhir_response(operation_outcome([Issue("error", code, message)]), status=exc.status_code)
     return problem(exc.status_code, str(exc.detail), None, headers=dict(exc.headers or {}))
 

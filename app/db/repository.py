@@ -1,7 +1,6 @@
-"""Persistence of FHIR resources: the only module that writes the store's tables. It flushes, never commits."""
+"""Persistence of FHIR resources: the only module writing the store's tables. It flushes, never commits."""
 
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +20,9 @@ def loads(text: str) -> dict[str, Any]:
     return value
 
 
-def get(session: Session, resource_type: str, logical_id: str, *, for_update: bool = False) -> ResourceRow | None:
+def get(
+    session: Session, resource_type: str, logical_id: str, *, for_update: bool = False
+) -> ResourceRow | None:
     query = select(ResourceRow).where(
         ResourceRow.resource_type == resource_type, ResourceRow.logical_id == logical_id
     )
@@ -40,14 +41,18 @@ def get_many(session: Session, keys: set[tuple[str, str]]) -> dict[tuple[str, st
         by_type.setdefault(resource_type, []).append(logical_id)
     for resource_type, ids in by_type.items():
         rows = session.scalars(
-            select(ResourceRow).where(ResourceRow.resource_type == resource_type, ResourceRow.logical_id.in_(ids))
+            select(ResourceRow).where(
+                ResourceRow.resource_type == resource_type, ResourceRow.logical_id.in_(ids)
+            )
         )
         for row in rows:
             found[(resource_type, str(row.logical_id))] = row
     return found
 
 
-def by_identifiers(session: Session, resource_type: str, identifiers: list[tuple[str, str]]) -> list[ResourceRow]:
+def by_identifiers(
+    session: Session, resource_type: str, identifiers: list[tuple[str, str]]
+) -> list[ResourceRow]:
     """Live resources of a type holding any of the (system, value) business identifiers."""
     if not identifiers:
         return []
@@ -65,7 +70,11 @@ def by_identifiers(session: Session, resource_type: str, identifiers: list[tuple
 def allocate(session: Session, resource_type: str, logical_id: str | None, now: datetime) -> ResourceRow:
     """A new resource row with no version yet; the server id is the row's key unless the client chose one."""
     row = ResourceRow(
-        resource_type=resource_type, logical_id=logical_id, version_id=0, last_updated=now, deleted=False,
+        resource_type=resource_type,
+        logical_id=logical_id,
+        version_id=0,
+        last_updated=now,
+        deleted=False,
         content="{}",
     )
     session.add(row)
@@ -87,8 +96,12 @@ def write_version(
     row.content = text
     session.add(
         ResourceVersionRow(
-            resource_pk=row.pk, version_id=row.version_id, last_updated=now, deleted=row.deleted,
-            method=method, content=text,
+            resource_pk=row.pk,
+            version_id=row.version_id,
+            last_updated=now,
+            deleted=row.deleted,
+            method=method,
+            content=text,
         )
     )
     session.execute(delete(IdentifierRow).where(IdentifierRow.resource_pk == row.pk))
@@ -102,15 +115,22 @@ def _index(session: Session, row: ResourceRow, content: dict[str, Any]) -> None:
     values = index_values(content)
     identifiers = {(v.system or "", v.value) for v in values if v.param == "identifier" and v.value}
     for system, value in sorted(identifiers):
-        session.add(IdentifierRow(resource_pk=row.pk, resource_type=row.resource_type, system=system, value=value))
+        session.add(
+            IdentifierRow(resource_pk=row.pk, resource_type=row.resource_type, system=system, value=value)
+        )
     for v in values:
         session.add(_index_row(row, v))
 
 
 def _index_row(row: ResourceRow, v: IndexValue) -> SearchIndexRow:
     return SearchIndexRow(
-        resource_pk=row.pk, resource_type=row.resource_type, param=v.param, system=v.system, value=v.value,
-        start=v.start, end=v.end,
+        resource_pk=row.pk,
+        resource_type=row.resource_type,
+        param=v.param,
+        system=v.system,
+        value=v.value,
+        start=v.start,
+        end=v.end,
     )
 
 
@@ -145,7 +165,7 @@ def type_history(
         base.order_by(ResourceVersionRow.last_updated.desc(), ResourceVersionRow.pk.desc())
         .limit(count)
         .offset(offset)
-    ).tuples()
+    )
     return total, list(rows)
 
 
@@ -158,7 +178,7 @@ def search(
     count: int,
     offset: int,
 ) -> tuple[int, list[ResourceRow]]:
-    base: Select[tuple[ResourceRow]] = select(ResourceRow).where(
+    base = select(ResourceRow).where(
         ResourceRow.resource_type == resource_type, ResourceRow.deleted.is_(False), *conditions
     )
     total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
@@ -166,7 +186,9 @@ def search(
     return total, list(session.scalars(query.limit(count).offset(offset)))
 
 
-def _sorted(query: Select[tuple[ResourceRow]], resource_type: str, sort: str | None) -> Select[tuple[ResourceRow]]:
+def _sorted(
+    query: Select[ResourceRow], resource_type: str, sort: str | None
+) -> Select[ResourceRow]:
     if sort in ("date", "-date"):
         first_date = (
             select(func.min(SearchIndexRow.start))
@@ -193,12 +215,3 @@ def indexed(resource_type: str, param: str, *clauses: ColumnElement[bool]) -> Co
         SearchIndexRow.resource_type == resource_type, SearchIndexRow.param == param, *clauses
     )
     return ResourceRow.pk.in_(matching)
-
-
-def count_all(session: Session) -> dict[str, int]:
-    rows = session.execute(
-        select(ResourceRow.resource_type, func.count())
-        .where(ResourceRow.deleted.is_(False))
-        .group_by(ResourceRow.resource_type)
-    )
-    return {t: n for t, n in rows.tuples()}

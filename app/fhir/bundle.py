@@ -11,8 +11,15 @@ Method = Literal["GET", "POST", "PUT", "DELETE"]
 # Transaction processing order (http.html#trules): DELETE, then POST, then PUT/PATCH, then GET.
 ORDER: dict[str, int] = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
 STATUS_TEXT = {
-    200: "200 OK", 201: "201 Created", 204: "204 No Content", 400: "400 Bad Request", 404: "404 Not Found",
-    409: "409 Conflict", 410: "410 Gone", 412: "412 Precondition Failed", 422: "422 Unprocessable Entity",
+    200: "200 OK",
+    201: "201 Created",
+    204: "204 No Content",
+    400: "400 Bad Request",
+    404: "404 Not Found",
+    409: "409 Conflict",
+    410: "410 Gone",
+    412: "412 Precondition Failed",
+    422: "422 Unprocessable Entity",
 }
 
 
@@ -52,13 +59,18 @@ def parse_bundle(data: Any, *, max_entries: int) -> tuple[str, list[Entry]]:
     bundle_type = data.get("type")
     if bundle_type not in ("transaction", "batch"):
         raise error(
-            400, "invalid", f"Bundle.type must be 'transaction' or 'batch', not {bundle_type!r}", "Bundle.type"
+            400,
+            "invalid",
+            f"Bundle.type must be 'transaction' or 'batch', not {bundle_type!r}",
+            "Bundle.type",
         )
     raw_entries = data.get("entry", [])
     if not isinstance(raw_entries, list):
         raise error(400, "structure", "Bundle.entry must be an array", "Bundle.entry")
     if len(raw_entries) > max_entries:
-        raise error(413, "too-costly", f"{len(raw_entries)} entries; at most {max_entries} per bundle", "Bundle.entry")
+        raise error(
+            413, "too-costly", f"{len(raw_entries)} entries; at most {max_entries} per bundle", "Bundle.entry"
+        )
     entries: list[Entry] = []
     for index, raw in enumerate(raw_entries):
         try:
@@ -71,7 +83,9 @@ def parse_bundle(data: Any, *, max_entries: int) -> tuple[str, list[Entry]]:
 
 
 def _broken(index: int, exc: FhirError) -> Entry:
-    return Entry(index=index, method="GET", resource_type="Bundle", path=f"Bundle.entry[{index}]", failure=exc)
+    return Entry(
+        index=index, method="GET", resource_type="Bundle", path=f"Bundle.entry[{index}]", failure=exc
+    )
 
 
 def parse_entry(index: int, raw: Any) -> Entry:
@@ -84,7 +98,9 @@ def parse_entry(index: int, raw: Any) -> Entry:
     method = request.get("method")
     if method not in ORDER:
         raise error(
-            400, "not-supported", f"request.method {method!r} is not supported (GET, POST, PUT, DELETE)",
+            400,
+            "not-supported",
+            f"request.method {method!r} is not supported (GET, POST, PUT, DELETE)",
             f"{path}.request.method",
         )
     url = request.get("url")
@@ -105,9 +121,16 @@ def parse_entry(index: int, raw: Any) -> Entry:
         raise error(400, "invalid", f"{method} needs 'Type/id' or 'Type?search'", f"{path}.request.url")
     full_url = raw.get("fullUrl")
     return Entry(
-        index=index, method=method, resource_type=resource_type, logical_id=logical_id, query=query,
-        resource=resource, full_url=full_url if isinstance(full_url, str) else None,
-        if_none_exist=_str(request.get("ifNoneExist")), if_match=_str(request.get("ifMatch")), path=path,
+        index=index,
+        method=method,
+        resource_type=resource_type,
+        logical_id=logical_id,
+        query=query,
+        resource=resource,
+        full_url=full_url if isinstance(full_url, str) else None,
+        if_none_exist=_str(request.get("ifNoneExist")),
+        if_match=_str(request.get("ifMatch")),
+        path=path,
     )
 
 

@@ -22,9 +22,9 @@ def capability_statement(base: str) -> dict[str, Any]:
             {
                 "mode": "server",
                 "documentation": (
-                    "Every valid R4 resource type can be created, read, updated and deleted; the types listed "
-                    f"are also searchable. _sort: {', '.join(SORTS)}. Unknown search parameters are an error "
-                    "unless 'Prefer: handling=lenient'."
+                    "Every valid R4 resource type can be created, read, updated and deleted; the types "
+                    f"listed are also searchable. _sort: {', '.join(SORTS)}. Unknown search parameters "
+                    "are an error unless 'Prefer: handling=lenient'."
                 ),
                 "resource": resources,
                 "interaction": [{"code": "transaction"}, {"code": "batch"}],
@@ -40,7 +40,16 @@ def _resource(resource_type: str) -> dict[str, Any]:
         "type": resource_type,
         "interaction": [
             {"code": c}
-            for c in ("read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type")
+            for c in (
+                "read",
+                "vread",
+                "update",
+                "delete",
+                "history-instance",
+                "history-type",
+                "create",
+                "search-type",
+            )
         ],
         "versioning": "versioned-update",
         "readHistory": True,

@@ -38,7 +38,9 @@ class FhirError(Exception):
     def prefixed(self, prefix: str) -> "FhirError":
         """The same error with every path placed under `prefix` (e.g. `Bundle.entry[2].resource`)."""
         issues = [
-            Issue(i.severity, i.code, i.diagnostics, tuple(_join(prefix, e) for e in i.expression) or (prefix,))
+            Issue(
+                i.severity, i.code, i.diagnostics, tuple(_join(prefix, e) for e in i.expression) or (prefix,)
+            )
             for i in self.issues
         ]
         return FhirError(self.status, issues, dict(self.headers))

@@ -20,11 +20,30 @@ from app.fhir.outcome import FhirError, Issue, error
 # logic reads: a result whose status is not one of these cannot be told usable or withdrawn.
 REQUIRED_CODES: dict[tuple[str, str], frozenset[str]] = {
     ("Observation", "status"): frozenset(
-        {"registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error", "unknown"}
+        {
+            "registered",
+            "preliminary",
+            "final",
+            "amended",
+            "corrected",
+            "cancelled",
+            "entered-in-error",
+            "unknown",
+        }
     ),
     ("DiagnosticReport", "status"): frozenset(
-        {"registered", "partial", "preliminary", "final", "amended", "corrected", "appended", "cancelled",
-         "entered-in-error", "unknown"}
+        {
+            "registered",
+            "partial",
+            "preliminary",
+            "final",
+            "amended",
+            "corrected",
+            "appended",
+            "cancelled",
+            "entered-in-error",
+            "unknown",
+        }
     ),
     ("MedicationAdministration", "status"): frozenset(
         {"in-progress", "not-done", "on-hold", "completed", "entered-in-error", "stopped", "unknown"}
@@ -33,13 +52,36 @@ REQUIRED_CODES: dict[tuple[str, str], frozenset[str]] = {
         {"active", "completed", "entered-in-error", "intended", "stopped", "on-hold", "unknown", "not-taken"}
     ),
     ("Procedure", "status"): frozenset(
-        {"preparation", "in-progress", "not-done", "on-hold", "stopped", "completed", "entered-in-error", "unknown"}
+        {
+            "preparation",
+            "in-progress",
+            "not-done",
+            "on-hold",
+            "stopped",
+            "completed",
+            "entered-in-error",
+            "unknown",
+        }
     ),
-    ("Consent", "status"): frozenset({"draft", "proposed", "active", "rejected", "inactive", "entered-in-error"}),
+    ("Consent", "status"): frozenset(
+        {"draft", "proposed", "active", "rejected", "inactive", "entered-in-error"}
+    ),
     ("ResearchSubject", "status"): frozenset(
-        {"candidate", "eligible", "follow-up", "ineligible", "not-registered", "off-study", "on-study",
-         "on-study-intervention", "on-study-observation", "pending-on-study", "potential-candidate", "screening",
-         "withdrawn"}
+        {
+            "candidate",
+            "eligible",
+            "follow-up",
+            "ineligible",
+            "not-registered",
+            "off-study",
+            "on-study",
+            "on-study-intervention",
+            "on-study-observation",
+            "pending-on-study",
+            "potential-candidate",
+            "screening",
+            "withdrawn",
+        }
     ),
     ("Specimen", "status"): frozenset({"available", "unavailable", "unsatisfactory", "entered-in-error"}),
     ("Patient", "gender"): frozenset({"male", "female", "other", "unknown"}),
@@ -59,7 +101,7 @@ def resource_class(resource_type: str) -> type[Resource] | None:
         return None
     if not issubclass(model, Resource):
         return None
-    return model  # type: ignore[no-any-return]
+    return model
 
 
 def is_resource_type(name: str) -> bool:
@@ -113,7 +155,9 @@ def validate_resource(data: Any, *, expected_type: str | None = None) -> str:
         raise error(400, "not-supported", f"Unknown resource type '{resource_type}'", "resourceType")
     if expected_type is not None and resource_type != expected_type:
         raise error(
-            400, "invalid", f"Resource type '{resource_type}' does not match '{expected_type}' in the URL",
+            400,
+            "invalid",
+            f"Resource type '{resource_type}' does not match '{expected_type}' in the URL",
             f"{resource_type}.resourceType",
         )
     resource_id = data.get("id")
@@ -128,8 +172,12 @@ def validate_resource(data: Any, *, expected_type: str | None = None) -> str:
     for (bound_type, element), codes in REQUIRED_CODES.items():
         value = data.get(element)
         if bound_type == resource_type and value is not None and value not in codes:
-            raise error(400, "code-invalid", f"{value!r} is not a valid {resource_type}.{element} code",
-                        f"{resource_type}.{element}")
+            raise error(
+                400,
+                "code-invalid",
+                f"{value!r} is not a valid {resource_type}.{element} code",
+                f"{resource_type}.{element}",
+            )
     return resource_type
 
 

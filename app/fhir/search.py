@@ -82,7 +82,9 @@ def _control(query: SearchQuery, name: str, value: str, max_count: int) -> None:
             query.offset = int(value)
     elif name == "_sort":
         if value not in SORTS:
-            raise error(400, "not-supported", f"_sort={value} is not supported; use one of {', '.join(SORTS)}")
+            raise error(
+                400, "not-supported", f"_sort={value} is not supported; use one of {', '.join(SORTS)}"
+            )
         query.sort = value
 
 

@@ -63,12 +63,16 @@ def process_bundle(
     return response_bundle(bundle_type, [entry_response(o, prefer=prefer) for o in outcomes])
 
 
-def _batch_entry(db: Database, entry: Entry, *, retries: int, checks: tuple[ResourceCheck, ...]) -> EntryOutcome:
+def _batch_entry(
+    db: Database, entry: Entry, *, retries: int, checks: tuple[ResourceCheck, ...]
+) -> EntryOutcome:
     """A batch entry stands alone: its own transaction, its own status (http.html#brules)."""
     if entry.failure is not None:
         return EntryOutcome(entry.failure.status, issues=entry.failure.issues)
     try:
-        return in_transaction(db, lambda s: apply_entries(Run(s, now_ms(), checks), [entry])[0], retries=retries)
+        return in_transaction(
+            db, lambda s: apply_entries(Run(s, now_ms(), checks), [entry])[0], retries=retries
+        )
     except FhirError as exc:
         return EntryOutcome(exc.status, issues=exc.issues)
 
@@ -76,7 +80,9 @@ def _batch_entry(db: Database, entry: Entry, *, retries: int, checks: tuple[Reso
 def write_one(db: Database, entry: Entry, *, retries: int, checks: tuple[ResourceCheck, ...]) -> EntryOutcome:
     """A single RESTful write is a one-entry transaction; errors are reported at the resource's own paths."""
     try:
-        return in_transaction(db, lambda s: apply_entries(Run(s, now_ms(), checks), [entry])[0], retries=retries)
+        return in_transaction(
+            db, lambda s: apply_entries(Run(s, now_ms(), checks), [entry])[0], retries=retries
+        )
     except FhirError as exc:
         raise _unprefixed(exc, entry) from None
 
@@ -84,9 +90,14 @@ def write_one(db: Database, entry: Entry, *, retries: int, checks: tuple[Resourc
 def _unprefixed(exc: FhirError, entry: Entry) -> FhirError:
     prefix = f"{entry.path}.resource"
     issues = [
-        Issue(i.severity, i.code, i.diagnostics, tuple(
-            e.replace(prefix, entry.resource_type, 1) if e.startswith(prefix) else e for e in i.expression
-        ))
+        Issue(
+            i.severity,
+            i.code,
+            i.diagnostics,
+            tuple(
+                e.replace(prefix, entry.resource_type, 1) if e.startswith(prefix) else e for e in i.expression
+            ),
+        )
         for i in exc.issues
     ]
     return FhirError(exc.status, issues, exc.headers)

@@ -33,7 +33,9 @@ def read(session: Session, resource_type: str, logical_id: str) -> Found:
 
 def vread(session: Session, resource_type: str, logical_id: str, version_id: str) -> Found:
     row = repo.get(session, resource_type, logical_id)
-    version = repo.version(session, row, int(version_id)) if row is not None and version_id.isdigit() else None
+    version = (
+        repo.version(session, row, int(version_id)) if row is not None and version_id.isdigit() else None
+    )
     if version is None:
         raise error(404, "not-found", f"{resource_type}/{logical_id}/_history/{version_id} is not known")
     if version.deleted:
@@ -54,7 +56,9 @@ def history(session: Session, resource_type: str, logical_id: str, base: str) ->
     }
 
 
-def type_history(session: Session, resource_type: str, base: str, *, count: int, offset: int) -> dict[str, Any]:
+def type_history(
+    session: Session, resource_type: str, base: str, *, count: int, offset: int
+) -> dict[str, Any]:
     total, rows = repo.type_history(session, resource_type, count=count, offset=offset)
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "history", "total": total}
     bundle["link"] = _links(f"{base}/{resource_type}/_history", [], count=count, offset=offset, total=total)
@@ -67,7 +71,10 @@ def _history_entry(v: ResourceVersionRow, row: ResourceRow, base: str) -> dict[s
     entry: dict[str, Any] = {"fullUrl": url}
     if not v.deleted:
         entry["resource"] = repo.loads(v.content)
-    entry["request"] = {"method": v.method, "url": f"{row.resource_type}/{row.logical_id}" if v.method != "POST" else row.resource_type}
+    entry["request"] = {
+        "method": v.method,
+        "url": f"{row.resource_type}/{row.logical_id}" if v.method != "POST" else row.resource_type,
+    }
     entry["response"] = {
         "status": "204 No Content" if v.deleted else ("201 Created" if v.version_id == 1 else "200 OK"),
         "etag": f'W/"{v.version_id}"',
@@ -78,19 +85,31 @@ def _history_entry(v: ResourceVersionRow, row: ResourceRow, base: str) -> dict[s
 
 def all_matches(session: Session, query: SearchQuery) -> list[ResourceRow]:
     """Every live match of a search (for conditional interactions), capped to keep the answer bounded."""
-    _, rows = repo.search(session, query.resource_type, conditions(query.resource_type, query.filters),
-                          sort=None, count=3, offset=0)
+    _, rows = repo.search(
+        session,
+        query.resource_type,
+        conditions(query.resource_type, query.filters),
+        sort=None,
+        count=3,
+        offset=0,
+    )
     return rows
 
 
 def search(session: Session, query: SearchQuery, base: str, params: list[tuple[str, str]]) -> dict[str, Any]:
     total, rows = repo.search(
-        session, query.resource_type, conditions(query.resource_type, query.filters),
-        sort=query.sort, count=query.count, offset=query.offset,
+        session,
+        query.resource_type,
+        conditions(query.resource_type, query.filters),
+        sort=query.sort,
+        count=query.count,
+        offset=query.offset,
     )
     kept = [(k, v) for k, v in params if k not in ("_offset", "_count")]
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": total}
-    bundle["link"] = _links(f"{base}/{query.resource_type}", kept, count=query.count, offset=query.offset, total=total)
+    bundle["link"] = _links(
+        f"{base}/{query.resource_type}", kept, count=query.count, offset=query.offset, total=total
+    )
     entries: list[dict[str, Any]] = [
         {
             "fullUrl": f"{base}/{row.resource_type}/{row.logical_id}",
@@ -105,7 +124,9 @@ def search(session: Session, query: SearchQuery, base: str, params: list[tuple[s
     return bundle
 
 
-def _links(url: str, params: list[tuple[str, str]], *, count: int, offset: int, total: int) -> list[dict[str, str]]:
+def _links(
+    url: str, params: list[tuple[str, str]], *, count: int, offset: int, total: int
+) -> list[dict[str, str]]:
     def page(at: int) -> str:
         return f"{url}?{urlencode([*params, ('_count', str(count)), ('_offset', str(at))])}"
 
@@ -123,8 +144,12 @@ def entry_get(session: Session, entry: Entry, base: str = "") -> EntryOutcome:
         if entry.logical_id is not None:
             found = read(session, entry.resource_type, entry.logical_id)
             return EntryOutcome(
-                200, etag=f'W/"{found.version_id}"', last_modified=found.last_updated, resource=found.content,
-                location=f"{entry.resource_type}/{entry.logical_id}/_history/{found.version_id}", is_read=True,
+                200,
+                etag=f'W/"{found.version_id}"',
+                last_modified=found.last_updated,
+                resource=found.content,
+                location=f"{entry.resource_type}/{entry.logical_id}/_history/{found.version_id}",
+                is_read=True,
             )
         params = entry.query or []
         bundle = search(session, parse_search(entry.resource_type, params), base, params)

@@ -7,9 +7,9 @@ and the same POST inside a transaction behave alike (FHIR R4 http.html).
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 from sqlalchemy.orm import Session
 
@@ -86,7 +86,12 @@ def _check(run: Run, entry: Entry) -> list[Issue]:
         except FhirError as exc:
             raise exc.prefixed(f"{entry.path}.resource") from None
     return [
-        Issue(i.severity, i.code, i.diagnostics, tuple(e.replace(entry.resource_type, f"{entry.path}.resource", 1) for e in i.expression))
+        Issue(
+            i.severity,
+            i.code,
+            i.diagnostics,
+            tuple(e.replace(entry.resource_type, f"{entry.path}.resource", 1) for e in i.expression),
+        )
         for i in found
     ]
 
@@ -95,7 +100,9 @@ def _identifiers(resource: dict[str, Any]) -> list[tuple[str, str]]:
     raw = resource.get("identifier")
     items = raw if isinstance(raw, list) else [raw] if isinstance(raw, dict) else []
     return [
-        (str(i.get("system") or ""), i["value"]) for i in items if isinstance(i, dict) and isinstance(i.get("value"), str)
+        (str(i.get("system") or ""), i["value"])
+        for i in items
+        if isinstance(i, dict) and isinstance(i.get("value"), str)
     ]
 
 
@@ -113,7 +120,9 @@ def _resolve_create(run: Run, entry: Entry) -> Target:
         found = _matches(run, entry, parse_qsl(entry.if_none_exist), f"{entry.path}.request.ifNoneExist")
         if len(found) > 1:
             raise error(
-                412, "multiple-matches", f"ifNoneExist '{entry.if_none_exist}' matches {len(found)} resources",
+                412,
+                "multiple-matches",
+                f"ifNoneExist '{entry.if_none_exist}' matches {len(found)} resources",
                 f"{entry.path}.request.ifNoneExist",
             )
         if found:
@@ -123,8 +132,10 @@ def _resolve_create(run: Run, entry: Entry) -> Target:
         if key in run.claimed:
             return run.claimed[key]
     natural = _natural_match(run, entry)
-    target = Target(natural, is_new=False) if natural is not None else Target(
-        repo.allocate(run.session, entry.resource_type, None, run.now), is_new=True
+    target = (
+        Target(natural, is_new=False)
+        if natural is not None
+        else Target(repo.allocate(run.session, entry.resource_type, None, run.now), is_new=True)
     )
     run.claimed.update(dict.fromkeys(keys, target))
     return target
@@ -136,10 +147,16 @@ def _natural_match(run: Run, entry: Entry, *, other_than: str | None = None) -> 
     rows = repo.by_identifiers(run.session, entry.resource_type, _identifiers(entry.resource))
     if len(rows) > 1:
         ids = ", ".join(f"{r.resource_type}/{r.logical_id}" for r in rows)
-        raise error(409, "conflict", f"The identifiers belong to different resources: {ids}", f"{entry.path}.resource.identifier")
+        raise error(
+            409,
+            "conflict",
+            f"The identifiers belong to different resources: {ids}",
+            f"{entry.path}.resource.identifier",
+        )
     if rows and other_than is not None and rows[0].logical_id != other_than:
         raise error(
-            409, "conflict",
+            409,
+            "conflict",
             f"Identifier already belongs to {entry.resource_type}/{rows[0].logical_id}",
             f"{entry.path}.resource.identifier",
         )
@@ -152,11 +169,21 @@ def _resolve_update(run: Run, entry: Entry) -> Target:
     if entry.query is not None:
         found = _matches(run, entry, entry.query, f"{entry.path}.request.url")
         if len(found) > 1:
-            raise error(412, "multiple-matches", f"Conditional update matches {len(found)} resources", f"{entry.path}.request.url")
+            raise error(
+                412,
+                "multiple-matches",
+                f"Conditional update matches {len(found)} resources",
+                f"{entry.path}.request.url",
+            )
         if found:
             row = found[0]
             if body_id is not None and body_id != row.logical_id:
-                raise error(400, "invalid", f"Resource id '{body_id}' differs from the match {row.logical_id}", f"{entry.path}.resource.id")
+                raise error(
+                    400,
+                    "invalid",
+                    f"Resource id '{body_id}' differs from the match {row.logical_id}",
+                    f"{entry.path}.resource.id",
+                )
             _natural_match(run, entry, other_than=row.logical_id)
             return _guard_version(entry, Target(row, is_new=False))
         natural = _natural_match(run, entry)
@@ -166,15 +193,19 @@ def _resolve_update(run: Run, entry: Entry) -> Target:
     assert entry.logical_id is not None
     if body_id != entry.logical_id:
         raise error(
-            400, "invalid", f"Resource id {body_id!r} must equal the id in the URL '{entry.logical_id}'",
+            400,
+            "invalid",
+            f"Resource id {body_id!r} must equal the id in the URL '{entry.logical_id}'",
             f"{entry.path}.resource.id",
         )
     _natural_match(run, entry, other_than=entry.logical_id)
-    row = repo.get(run.session, entry.resource_type, entry.logical_id, for_update=True)
-    if row is None:
+    existing = repo.get(run.session, entry.resource_type, entry.logical_id, for_update=True)
+    if existing is None:
         # Update as create: the client chose the id (http.html#upsert).
-        return _guard_version(entry, Target(repo.allocate(run.session, entry.resource_type, entry.logical_id, run.now), True))
-    return _guard_version(entry, Target(row, is_new=False))
+        return _guard_version(
+            entry, Target(repo.allocate(run.session, entry.resource_type, entry.logical_id, run.now), True)
+        )
+    return _guard_version(entry, Target(existing, is_new=False))
 
 
 def _guard_version(entry: Entry, target: Target) -> Target:
@@ -182,7 +213,12 @@ def _guard_version(entry: Entry, target: Target) -> Target:
         wanted = entry.if_match.removeprefix("W/").strip('"')
         if target.is_new or str(target.row.version_id) != wanted:
             current = "none" if target.is_new else f'W/"{target.row.version_id}"'
-            raise error(412, "conflict", f"If-Match {entry.if_match} but the current version is {current}", f"{entry.path}.request.ifMatch")
+            raise error(
+                412,
+                "conflict",
+                f"If-Match {entry.if_match} but the current version is {current}",
+                f"{entry.path}.request.ifMatch",
+            )
     return target
 
 
@@ -204,7 +240,14 @@ def _resolve_references(
     for path, reference in iter_references(content):
         where = path.replace(entry.resource_type, f"{entry.path}.resource", 1)
         if reference.startswith("urn:uuid:") or reference.startswith("urn:oid:"):
-            failures.append(Issue("error", "not-found", f"{reference} is not the fullUrl of any entry in this bundle", (where,)))
+            failures.append(
+                Issue(
+                    "error",
+                    "not-found",
+                    f"{reference} is not the fullUrl of any entry in this bundle",
+                    (where,),
+                )
+            )
             continue
         target = local_target(reference)
         if target is not None and f"{target[0]}/{target[1]}" not in written:
@@ -213,7 +256,9 @@ def _resolve_references(
     for key, where in local.items():
         row = existing.get(key)
         if row is None or row.deleted or row.version_id == 0:
-            failures.append(Issue("error", "not-found", f"Reference {key[0]}/{key[1]} does not exist here", (where,)))
+            failures.append(
+                Issue("error", "not-found", f"Reference {key[0]}/{key[1]} does not exist here", (where,))
+            )
     if failures:
         raise FhirError(400, failures)
 
@@ -223,8 +268,12 @@ def _conditional_reference(run: Run, entry: Entry, reference: str) -> str:
     found = reads.all_matches(run.session, parse_search(resource_type, parse_qsl(query)))
     if len(found) != 1:
         code = 412 if found else 400
-        raise error(code, "not-found" if not found else "multiple-matches",
-                    f"Conditional reference {reference} matches {len(found)} resources", f"{entry.path}.resource")
+        raise error(
+            code,
+            "not-found" if not found else "multiple-matches",
+            f"Conditional reference {reference} matches {len(found)} resources",
+            f"{entry.path}.resource",
+        )
     return f"{resource_type}/{found[0].logical_id}"
 
 
@@ -270,14 +319,21 @@ def _delete(run: Run, entry: Entry) -> EntryOutcome:
     if entry.query is not None:
         rows = _matches(run, entry, entry.query, f"{entry.path}.request.url")
         if len(rows) > 1:
-            raise error(412, "multiple-matches", f"Conditional delete matches {len(rows)} resources", f"{entry.path}.request.url")
+            raise error(
+                412,
+                "multiple-matches",
+                f"Conditional delete matches {len(rows)} resources",
+                f"{entry.path}.request.url",
+            )
     else:
         assert entry.logical_id is not None
         row = repo.get(run.session, entry.resource_type, entry.logical_id, for_update=True)
         rows = [row] if row is not None else []
     if not rows or rows[0].deleted or rows[0].version_id == 0:
         if entry.if_match is not None:
-            raise error(412, "conflict", "If-Match on a resource that does not exist", f"{entry.path}.request.ifMatch")
+            raise error(
+                412, "conflict", "If-Match on a resource that does not exist", f"{entry.path}.request.ifMatch"
+            )
         return EntryOutcome(204)  # deleting what is not there succeeds (http.html#delete)
     target = _guard_version(entry, Target(rows[0], is_new=False))
     repo.write_version(run.session, target.row, None, method="DELETE", now=run.now)
@@ -290,6 +346,9 @@ def _location(row: ResourceRow) -> str:
 
 def _answer(status: int, row: ResourceRow, content: dict[str, Any]) -> EntryOutcome:
     return EntryOutcome(
-        status, location=_location(row), etag=f'W/"{row.version_id}"', last_modified=instant(row.last_updated),
+        status,
+        location=_location(row),
+        etag=f'W/"{row.version_id}"',
+        last_modified=instant(row.last_updated),
         resource=content,
     )

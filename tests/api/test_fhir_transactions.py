@@ -4,9 +4,12 @@ import copy
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.builders import LAB_SYSTEM, PATIENT_SYSTEM, bundle, lab_report, mrd, patient, post, put, urn
 from tests.conftest import FHIR_JSON
+
+pytestmark = pytest.mark.anyio
 
 
 async def send(client: httpx.AsyncClient, body: dict[str, Any], **headers: str) -> httpx.Response:
@@ -54,7 +57,9 @@ async def test_the_same_bundle_sent_twice_stores_each_resource_once(client: http
     assert await total(client, "Observation") == 1
 
 
-async def test_a_changed_result_under_the_same_identifier_becomes_a_new_version(client: httpx.AsyncClient) -> None:
+async def test_a_changed_result_under_the_same_identifier_becomes_a_new_version(
+    client: httpx.AsyncClient,
+) -> None:
     await send(client, lab_report("MRN-1", "ACC-1", value=0.05))
     answer = await send(client, lab_report("MRN-1", "ACC-1", value=0.07, status="amended"))
     location = answer.json()["entry"][1]["response"]["location"]
@@ -65,7 +70,9 @@ async def test_a_changed_result_under_the_same_identifier_becomes_a_new_version(
     assert await total(client, "Observation") == 1
 
 
-async def test_entered_in_error_is_a_new_version_and_history_keeps_the_result(client: httpx.AsyncClient) -> None:
+async def test_entered_in_error_is_a_new_version_and_history_keeps_the_result(
+    client: httpx.AsyncClient,
+) -> None:
     await send(client, lab_report("MRN-1", "ACC-1"))
     answer = await send(client, lab_report("MRN-1", "ACC-1", status="entered-in-error"))
     observation_id = answer.json()["entry"][1]["response"]["location"].split("/")[1]
@@ -75,7 +82,9 @@ async def test_entered_in_error_is_a_new_version_and_history_keeps_the_result(cl
     assert first["status"] == "final"
 
 
-async def test_a_transaction_failing_in_its_last_entry_leaves_nothing_behind(client: httpx.AsyncClient) -> None:
+async def test_a_transaction_failing_in_its_last_entry_leaves_nothing_behind(
+    client: httpx.AsyncClient,
+) -> None:
     p = urn()
     broken = mrd("ACC-2", p)
     broken["valueQuantity"]["value"] = "not a number"
@@ -91,16 +100,23 @@ async def test_a_failure_found_while_writing_rolls_back_the_earlier_writes(clien
     # The last entry is valid FHIR but refers to a patient that exists nowhere: found only after the
     # first entries were written inside the transaction.
     p = urn()
-    answer = await send(client, bundle(
-        post(patient("MRN-1"), p), post(mrd("ACC-1", p)), post(mrd("ACC-2", "Patient/does-not-exist")),
-    ))
+    answer = await send(
+        client,
+        bundle(
+            post(patient("MRN-1"), p),
+            post(mrd("ACC-1", p)),
+            post(mrd("ACC-2", "Patient/does-not-exist")),
+        ),
+    )
     assert answer.status_code == 400
     assert answer.json()["issue"][0]["expression"] == ["Bundle.entry[2].resource.subject.reference"]
     assert await total(client, "Patient") == 0
     assert await total(client, "Observation") == 0
 
 
-async def test_a_reference_to_an_unknown_bundle_entry_fails_naming_the_entry(client: httpx.AsyncClient) -> None:
+async def test_a_reference_to_an_unknown_bundle_entry_fails_naming_the_entry(
+    client: httpx.AsyncClient,
+) -> None:
     answer = await send(client, bundle(post(mrd("ACC-1", urn()))))
     assert answer.status_code == 400
     outcome = answer.json()
@@ -117,15 +133,22 @@ async def test_references_to_stored_resources_are_accepted(client: httpx.AsyncCl
 
 
 async def test_conditional_create_with_no_match_creates(client: httpx.AsyncClient) -> None:
-    answer = await send(client, bundle(post(patient("MRN-1"), if_none_exist=f"identifier={PATIENT_SYSTEM}|MRN-1")))
+    answer = await send(
+        client, bundle(post(patient("MRN-1"), if_none_exist=f"identifier={PATIENT_SYSTEM}|MRN-1"))
+    )
     assert answer.json()["entry"][0]["response"]["status"] == "201 Created"
 
 
-async def test_conditional_create_with_one_match_returns_the_existing_resource(client: httpx.AsyncClient) -> None:
+async def test_conditional_create_with_one_match_returns_the_existing_resource(
+    client: httpx.AsyncClient,
+) -> None:
     await send(client, bundle(post(patient("MRN-1"))))
     different = patient("MRN-1", birth_date="2017-01-01")
-    answer = await send(client, bundle(post(different, if_none_exist=f"identifier={PATIENT_SYSTEM}|MRN-1")),
-                        prefer="return=representation")
+    answer = await send(
+        client,
+        bundle(post(different, if_none_exist=f"identifier={PATIENT_SYSTEM}|MRN-1")),
+        prefer="return=representation",
+    )
     entry = answer.json()["entry"][0]
     assert entry["response"]["status"] == "200 OK"
     assert entry["resource"]["birthDate"] == "2018-04-01"  # the existing resource, untouched
@@ -154,10 +177,13 @@ async def test_transaction_processes_deletes_before_creates(client: httpx.AsyncC
     created = await client.post("/fhir/Patient", json=patient("MRN-1"), headers=FHIR_JSON)
     patient_id = created.json()["id"]
     # POST listed first, DELETE second: the spec's order runs the DELETE first, freeing the identifier.
-    answer = await send(client, bundle(
-        post(patient("MRN-1", birth_date="2017-02-02")),
-        {"request": {"method": "DELETE", "url": f"Patient/{patient_id}"}},
-    ))
+    answer = await send(
+        client,
+        bundle(
+            post(patient("MRN-1", birth_date="2017-02-02")),
+            {"request": {"method": "DELETE", "url": f"Patient/{patient_id}"}},
+        ),
+    )
     assert answer.status_code == 200, answer.text
     statuses = [e["response"]["status"] for e in answer.json()["entry"]]
     assert statuses == ["201 Created", "204 No Content"]
@@ -169,8 +195,9 @@ async def test_batch_entries_succeed_or_fail_on_their_own(client: httpx.AsyncCli
     subject = f"Patient/{created.json()['id']}"
     bad = mrd("ACC-2", subject)
     bad["status"] = "finished"
-    answer = await send(client, bundle(post(mrd("ACC-1", subject)), post(bad), post(mrd("ACC-3", subject)),
-                                       kind="batch"))
+    answer = await send(
+        client, bundle(post(mrd("ACC-1", subject)), post(bad), post(mrd("ACC-3", subject)), kind="batch")
+    )
     assert answer.status_code == 200
     entries = answer.json()["entry"]
     assert answer.json()["type"] == "batch-response"
@@ -181,9 +208,17 @@ async def test_batch_entries_succeed_or_fail_on_their_own(client: httpx.AsyncCli
 
 
 async def test_batch_entry_without_request_is_answered_and_others_proceed(client: httpx.AsyncClient) -> None:
-    answer = await send(client, {"resourceType": "Bundle", "type": "batch", "entry": [
-        {"resource": patient("MRN-1")}, post(patient("MRN-2")),
-    ]})
+    answer = await send(
+        client,
+        {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [
+                {"resource": patient("MRN-1")},
+                post(patient("MRN-2")),
+            ],
+        },
+    )
     statuses = [e["response"]["status"] for e in answer.json()["entry"]]
     assert statuses == ["400 Bad Request", "201 Created"]
 
@@ -207,7 +242,9 @@ async def test_prefer_return_operation_outcome_gives_an_outcome_per_entry(client
 
 async def test_get_entries_read_after_the_writes(client: httpx.AsyncClient) -> None:
     report = lab_report("MRN-1", "ACC-1")
-    report["entry"].append({"request": {"method": "GET", "url": f"Patient?identifier={PATIENT_SYSTEM}|MRN-1"}})
+    report["entry"].append(
+        {"request": {"method": "GET", "url": f"Patient?identifier={PATIENT_SYSTEM}|MRN-1"}}
+    )
     answer = await send(client, report)
     search = answer.json()["entry"][2]["resource"]
     assert search["type"] == "searchset"
@@ -216,7 +253,9 @@ async def test_get_entries_read_after_the_writes(client: httpx.AsyncClient) -> N
 
 async def test_the_same_result_twice_in_one_bundle_is_stored_once(client: httpx.AsyncClient) -> None:
     p = urn()
-    answer = await send(client, bundle(post(patient("MRN-1"), p), post(mrd("ACC-1", p)), post(mrd("ACC-1", p))))
+    answer = await send(
+        client, bundle(post(patient("MRN-1"), p), post(mrd("ACC-1", p)), post(mrd("ACC-1", p)))
+    )
     assert answer.status_code == 200, answer.text
     assert await total(client, "Observation") == 1
 

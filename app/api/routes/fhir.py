@@ -30,12 +30,17 @@ FHIR_BODY = {
     }
 }
 FHIR_ANSWER: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"application/fhir+json": {"schema": {"type": "object"}}}, "description": "FHIR resource"},
+    200: {
+        "content": {"application/fhir+json": {"schema": {"type": "object"}}},
+        "description": "FHIR resource",
+    },
     400: {"description": "OperationOutcome: invalid request or resource"},
     404: {"description": "OperationOutcome: unknown resource or type"},
     412: {"description": "OperationOutcome: version conflict or multiple matches"},
 }
-TypeParam = Annotated[str, Path(description="FHIR resource type, e.g. Observation", pattern=r"^[A-Z][A-Za-z]+$")]
+TypeParam = Annotated[
+    str, Path(description="FHIR resource type, e.g. Observation", pattern=r"^[A-Z][A-Za-z]+$")
+]
 IdParam = Annotated[str, Path(description="Logical id", pattern=r"^[A-Za-z0-9\-.]{1,64}$")]
 
 
@@ -54,61 +59,114 @@ def metadata(request: Request) -> Response:
     return fhir_response(capability_statement(_base(request)))
 
 
-@router.post("", summary="Process a transaction or batch Bundle", openapi_extra=FHIR_BODY, responses=FHIR_ANSWER)
+@router.post(
+    "", summary="Process a transaction or batch Bundle", openapi_extra=FHIR_BODY, responses=FHIR_ANSWER
+)
 async def bundle(request: Request, settings: SettingsDep, db: DatabaseDep) -> Response:
     data = await read_fhir_json(request, settings)
     answer = await run_in_threadpool(
-        process_bundle, db, data, max_entries=settings.max_bundle_entries, retries=settings.write_retries,
-        checks=request.app.state.checks, prefer=prefer(request).get("return", "minimal"),
+        process_bundle,
+        db,
+        data,
+        max_entries=settings.max_bundle_entries,
+        retries=settings.write_retries,
+        checks=request.app.state.checks,
+        prefer=prefer(request).get("return", "minimal"),
     )
     return fhir_response(answer)
 
 
-@router.post("/{resource_type}", summary="Create (If-None-Exist honoured)", openapi_extra=FHIR_BODY,
-             responses=FHIR_ANSWER, status_code=201)
-async def create(resource_type: TypeParam, request: Request, settings: SettingsDep, db: DatabaseDep) -> Response:
+@router.post(
+    "/{resource_type}",
+    summary="Create (If-None-Exist honoured)",
+    openapi_extra=FHIR_BODY,
+    responses=FHIR_ANSWER,
+    status_code=201,
+)
+async def create(
+    resource_type: TypeParam, request: Request, settings: SettingsDep, db: DatabaseDep
+) -> Response:
     _known_type(resource_type)
     data = await read_fhir_json(request, settings)
     validate_resource(data, expected_type=resource_type)
-    entry = Entry(index=0, method="POST", resource_type=resource_type, resource=data,
-                  if_none_exist=request.headers.get("if-none-exist"))
+    entry = Entry(
+        index=0,
+        method="POST",
+        resource_type=resource_type,
+        resource=data,
+        if_none_exist=request.headers.get("if-none-exist"),
+    )
     return await _write(request, db, settings, entry)
 
 
-@router.put("/{resource_type}/{logical_id}", summary="Update, or create with this id", openapi_extra=FHIR_BODY,
-            responses=FHIR_ANSWER)
+@router.put(
+    "/{resource_type}/{logical_id}",
+    summary="Update, or create with this id",
+    openapi_extra=FHIR_BODY,
+    responses=FHIR_ANSWER,
+)
 async def update(
     resource_type: TypeParam, logical_id: IdParam, request: Request, settings: SettingsDep, db: DatabaseDep
 ) -> Response:
     _known_type(resource_type)
     data = await read_fhir_json(request, settings)
     validate_resource(data, expected_type=resource_type)
-    entry = Entry(index=0, method="PUT", resource_type=resource_type, logical_id=logical_id, resource=data,
-                  if_match=request.headers.get("if-match"))
+    entry = Entry(
+        index=0,
+        method="PUT",
+        resource_type=resource_type,
+        logical_id=logical_id,
+        resource=data,
+        if_match=request.headers.get("if-match"),
+    )
     return await _write(request, db, settings, entry)
 
 
-@router.put("/{resource_type}", summary="Conditional update (e.g. ?identifier=system|value)",
-            openapi_extra=FHIR_BODY, responses=FHIR_ANSWER)
-async def conditional_update(resource_type: TypeParam, request: Request, settings: SettingsDep, db: DatabaseDep) -> Response:
+@router.put(
+    "/{resource_type}",
+    summary="Conditional update (e.g. ?identifier=system|value)",
+    openapi_extra=FHIR_BODY,
+    responses=FHIR_ANSWER,
+)
+async def conditional_update(
+    resource_type: TypeParam, request: Request, settings: SettingsDep, db: DatabaseDep
+) -> Response:
     _known_type(resource_type)
     query = list(request.query_params.multi_items())
     if not query:
-        raise error(400, "invalid", "A conditional update needs search parameters, e.g. ?identifier=system|value")
+        raise error(
+            400, "invalid", "A conditional update needs search parameters, e.g. ?identifier=system|value"
+        )
     data = await read_fhir_json(request, settings)
     validate_resource(data, expected_type=resource_type)
-    entry = Entry(index=0, method="PUT", resource_type=resource_type, query=query, resource=data,
-                  if_match=request.headers.get("if-match"))
+    entry = Entry(
+        index=0,
+        method="PUT",
+        resource_type=resource_type,
+        query=query,
+        resource=data,
+        if_match=request.headers.get("if-match"),
+    )
     return await _write(request, db, settings, entry)
 
 
-@router.delete("/{resource_type}/{logical_id}", summary="Delete (logical; history kept)", responses=FHIR_ANSWER,
-               status_code=204)
-async def delete(resource_type: TypeParam, logical_id: IdParam, request: Request, settings: SettingsDep,
-                 db: DatabaseDep) -> Response:
+@router.delete(
+    "/{resource_type}/{logical_id}",
+    summary="Delete (logical; history kept)",
+    responses=FHIR_ANSWER,
+    status_code=204,
+)
+async def delete(
+    resource_type: TypeParam, logical_id: IdParam, request: Request, settings: SettingsDep, db: DatabaseDep
+) -> Response:
     _known_type(resource_type)
-    entry = Entry(index=0, method="DELETE", resource_type=resource_type, logical_id=logical_id,
-                  if_match=request.headers.get("if-match"))
+    entry = Entry(
+        index=0,
+        method="DELETE",
+        resource_type=resource_type,
+        logical_id=logical_id,
+        if_match=request.headers.get("if-match"),
+    )
     return await _write(request, db, settings, entry)
 
 
@@ -122,7 +180,9 @@ async def _write(request: Request, db: Any, settings: Any, entry: Entry) -> Resp
     if outcome.etag:
         headers["ETag"] = outcome.etag
     if outcome.last_modified:
-        headers["Last-Modified"] = format_datetime(datetime.fromisoformat(outcome.last_modified.replace("Z", "+00:00")), usegmt=True)
+        headers["Last-Modified"] = format_datetime(
+            datetime.fromisoformat(outcome.last_modified.replace("Z", "+00:00")), usegmt=True
+        )
     if outcome.status == 204:
         return Response(status_code=204, headers=headers)
     wanted = prefer(request).get("return", "representation")
@@ -138,25 +198,35 @@ def search(resource_type: TypeParam, request: Request, settings: SettingsDep, db
     _known_type(resource_type)
     params = list(request.query_params.multi_items())
     query = parse_search(
-        resource_type, params, lenient=prefer(request).get("handling") == "lenient",
-        default_count=settings.page_size_default, max_count=settings.page_size_max,
+        resource_type,
+        params,
+        lenient=prefer(request).get("handling") == "lenient",
+        default_count=settings.page_size_default,
+        max_count=settings.page_size_max,
     )
     with db.read() as session:
         return fhir_response(reads.search(session, query, _base(request), params))
 
 
 @router.get("/{resource_type}/_history", summary="History of a type", responses=FHIR_ANSWER)
-def type_history(resource_type: TypeParam, request: Request, settings: SettingsDep, db: DatabaseDep) -> Response:
+def type_history(
+    resource_type: TypeParam, request: Request, settings: SettingsDep, db: DatabaseDep
+) -> Response:
     _known_type(resource_type)
     count_text = request.query_params.get("_count", str(settings.page_size_default))
     offset_text = request.query_params.get("_offset", "0")
     if not count_text.isdigit() or not offset_text.isdigit():
         raise error(400, "value", "_count and _offset must be non-negative integers")
     with db.read() as session:
-        return fhir_response(reads.type_history(
-            session, resource_type, _base(request),
-            count=min(int(count_text), settings.page_size_max), offset=int(offset_text),
-        ))
+        return fhir_response(
+            reads.type_history(
+                session,
+                resource_type,
+                _base(request),
+                count=min(int(count_text), settings.page_size_max),
+                offset=int(offset_text),
+            )
+        )
 
 
 @router.get("/{resource_type}/{logical_id}", summary="Read", responses=FHIR_ANSWER)
@@ -174,7 +244,9 @@ def history(resource_type: TypeParam, logical_id: IdParam, request: Request, db:
         return fhir_response(reads.history(session, resource_type, logical_id, _base(request)))
 
 
-@router.get("/{resource_type}/{logical_id}/_history/{version_id}", summary="Read a version", responses=FHIR_ANSWER)
+@router.get(
+    "/{resource_type}/{logical_id}/_history/{version_id}", summary="Read a version", responses=FHIR_ANSWER
+)
 def vread(resource_type: TypeParam, logical_id: IdParam, version_id: str, db: DatabaseDep) -> Response:
     _known_type(resource_type)
     with db.read() as session:
@@ -184,6 +256,10 @@ def vread(resource_type: TypeParam, logical_id: IdParam, version_id: str, db: Da
 
 def _found(found: reads.Found) -> Response:
     moment = datetime.fromisoformat(found.last_updated.replace("Z", "+00:00"))
-    return fhir_response(found.content, headers={
-        "ETag": f'W/"{found.version_id}"', "Last-Modified": format_datetime(moment, usegmt=True),
-    })
+    return fhir_response(
+        found.content,
+        headers={
+            "ETag": f'W/"{found.version_id}"',
+            "Last-Modified": format_datetime(moment, usegmt=True),
+        },
+    )
