@@ -5,14 +5,20 @@ import logging
 from fastapi import FastAPI
 
 from app.api import errors
-from app.api.routes import fhir, health
+from app.api.routes import fhir, health, trial
 from app.db.engine import Database
+from app.protocol import load_protocol
+from app.services.checks import protocol_checks
 from app.services.writes import ResourceCheck
 from app.settings import Settings
 
 
-def create_app(settings: Settings | None = None, *, checks: tuple[ResourceCheck, ...] = ()) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, checks: tuple[ResourceCheck, ...] | None = None
+) -> FastAPI:
+    """Builds the service; a protocol file that does not validate stops it here, naming the key."""
     settings = settings or Settings()
+    protocol = load_protocol(settings.protocol_path)
     logging.basicConfig(level=settings.log_level)
     app = FastAPI(
         title="mrdhub",
@@ -24,8 +30,10 @@ def create_app(settings: Settings | None = None, *, checks: tuple[ResourceCheck,
     )
     app.state.settings = settings
     app.state.db = Database(settings.database_url)
-    app.state.checks = checks
+    app.state.protocol = protocol
+    app.state.checks = protocol_checks(protocol) if checks is None else checks
     errors.install(app)
     app.include_router(health.router)
     app.include_router(fhir.router)
+    app.include_router(trial.router)
     return app

@@ -5,6 +5,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from app.db.engine import Database
+from app.domain.protocol import Protocol
 from app.fhir.outcome import error
 from app.fhir.resources import parse_json
 from app.settings import Settings
@@ -22,7 +23,13 @@ def get_db(request: Request) -> Database:
     return db
 
 
+def get_protocol(request: Request) -> Protocol:
+    protocol: Protocol = request.app.state.protocol
+    return protocol
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+ProtocolDep = Annotated[Protocol, Depends(get_protocol)]
 DatabaseDep = Annotated[Database, Depends(get_db)]
 
 

@@ -10,12 +10,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.responses import fhir_response
 from app.fhir.outcome import FhirError, Issue, operation_outcome
+from app.services.errors import ServiceError
 
 log = logging.getLogger("mrdhub")
 
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(FhirError, _fhir_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)
@@ -27,6 +29,11 @@ def _is_fhir(request: Request) -> bool:
 
 async def _fhir_error(request: Request, exc: FhirError) -> Response:
     return fhir_response(operation_outcome(exc.issues), status=exc.status, headers=exc.headers)
+
+
+async def _service_error(request: Request, exc: ServiceError) -> Response:
+    body_extra: dict[str, object] = {"parameter": exc.parameter} if exc.parameter else {}
+    return problem(exc.status, exc.title, exc.detail, extra=body_extra)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -67,9 +74,16 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return problem(500, "Internal error", message)
 
 
-def problem(status: int, title: str, detail: str | None, headers: dict[str, str] | None = None) -> Response:
+def problem(
+    status: int,
+    title: str,
+    detail: str | None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, object] | None = None,
+) -> Response:
     """RFC 9457 problem details."""
     body: dict[str, object] = {"type": "about:blank", "title": title, "status": status}
     if detail:
         body["detail"] = detail
+    body.update(extra or {})
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)

@@ -87,6 +87,8 @@ PARAMS: dict[str, tuple[SearchParam, ...]] = {
         SearchParam("entered-date", "date", ("occurrenceDateTime", "occurrencePeriod")),
     ),
     "Organization": (),
+    # Trial-office records (e.g. manual anchors) are Basic resources about a patient.
+    "Basic": (*_subject(), SearchParam("code", "token", ("code",))),
     "Encounter": (*_subject(), SearchParam("date", "date", ("period",)), STATUS),
     "DiagnosticReport": (
         *_subject(),
