@@ -5,7 +5,7 @@ import logging
 from fastapi import FastAPI
 
 from app.api import errors
-from app.api.routes import fhir, health, trial
+from app.api.routes import eligibility, fhir, health, trial
 from app.db.engine import Database
 from app.protocol import load_protocol
 from app.services.checks import protocol_checks
@@ -36,4 +36,5 @@ def create_app(
     app.include_router(health.router)
     app.include_router(fhir.router)
     app.include_router(trial.router)
+    app.include_router(eligibility.router)
     return app

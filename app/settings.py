@@ -24,3 +24,6 @@ class Settings(BaseSettings):
     page_size_max: int = 500
     # Two senders racing on the same natural key: one loses on the unique constraint and retries.
     write_retries: int = 5
+    # CDS Hooks: how long to wait for the EHR's FHIR server, and whether ineligible patients get a card.
+    cds_timeout_s: float = 5.0
+    cds_show_ineligible: bool = False

@@ -324,8 +324,12 @@ class MrdCriterion:
 
 @dataclass(frozen=True, slots=True)
 class ConsentRequirement:
+    """A consent carrying `concept` whose latest status is `status`; a latest status among
+    `refused_statuses` (declined, withdrawn) means the criterion is not met, any other means not yet known."""
+
     concept: str
     status: str
+    refused_statuses: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -504,7 +504,9 @@ def _criterion(table: CriterionTable) -> EligibilityCriterion:
         stratum_concept=table.stratum_concept,
         consent=None
         if table.consent is None
-        else ConsentRequirement(table.consent.concept, table.consent.status),
+        else ConsentRequirement(
+            table.consent.concept, table.consent.status, frozenset(table.consent.refused_statuses)
+        ),
         assessed_after_enrolment=table.assessed_after_enrolment,
         reading=table.reading,
     )

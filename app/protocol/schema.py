@@ -293,6 +293,13 @@ class MrdCriterionTable(_Table):
 class ConsentTable(_Table):
     concept: Name
     status: Text
+    refused_statuses: list[Text] = []
+
+    @model_validator(mode="after")
+    def _status_not_refused(self) -> Self:
+        if self.status in self.refused_statuses:
+            raise ValueError(f"status {self.status!r} cannot also be a refused status")
+        return self
 
 
 class CriterionTable(_Table):
