@@ -5,7 +5,7 @@ import logging
 from fastapi import FastAPI
 
 from app.api import errors
-from app.api.routes import eligibility, fhir, health, trial
+from app.api.routes import eligibility, endpoints, fhir, health, trial
 from app.db.engine import Database
 from app.protocol import load_protocol
 from app.services.checks import protocol_checks
@@ -34,7 +34,9 @@ def create_app(
     app.state.checks = protocol_checks(protocol) if checks is None else checks
     errors.install(app)
     app.include_router(health.router)
+    app.include_router(endpoints.fhir_router)
     app.include_router(fhir.router)
     app.include_router(trial.router)
     app.include_router(eligibility.router)
+    app.include_router(endpoints.router)
     return app

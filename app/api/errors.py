@@ -32,6 +32,10 @@ async def _fhir_error(request: Request, exc: FhirError) -> Response:
 
 
 async def _service_error(request: Request, exc: ServiceError) -> Response:
+    if _is_fhir(request):
+        code = "not-found" if exc.status == 404 else "invalid"
+        where = (exc.parameter,) if exc.parameter else ()
+        return fhir_response(operation_outcome([Issue("error", code, exc.detail, where)]), status=exc.status)
     body_extra: dict[str, object] = {"parameter": exc.parameter} if exc.parameter else {}
     return problem(exc.status, exc.title, exc.detail, extra=body_extra)
 

@@ -262,7 +262,10 @@ def log_rank_test(
     several = n > 1
     variance_terms = np.zeros(event_times.size, dtype=np.float64)
     variance_terms[several] = (
-        n_s[several] * n_c[several] * d[several] * (n[several] - d[several])
+        n_s[several]
+        * n_c[several]
+        * d[several]
+        * (n[several] - d[several])
         / (n[several] ** 2 * (n[several] - 1))
     )
     variance = float(np.sum(variance_terms))

@@ -1,0 +1,264 @@
+"""Use cases of issue 6: the endpoint analyses over the cohort as it was recorded at a data cut-off.
+
+The cut-off `as_of` is a calendar day in the trial's time zone: only resource versions recorded by the end
+of that day (meta.lastUpdated) are read, and the domain ignores clinical dates after it, so the same
+`as_of` on the same store gives byte-identical answers even after later data arrive.
+"""
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from app.db.engine import Database
+from app.db.patients import patient_ids
+from app.domain import endpoints as ep
+from app.domain.eligibility import evaluate_eligibility
+from app.domain.protocol import Assay, Protocol
+from app.domain.timeline import PatientTimeline, build_timeline
+from app.services.errors import InvalidInput
+from app.services.patients import load_records
+from app.services.screening import screening_log
+
+
+def trial_zone(protocol: Protocol) -> ZoneInfo:
+    return ZoneInfo(next(iter(protocol.sites.values())).zone)
+
+
+AsOf = dt.date | dt.datetime | None
+
+
+def parse_as_of(text: str | None) -> AsOf:
+    """`2025-04-02` (a day in the trial's zone) or an instant with its offset (`2025-04-02T10:00:00+08:00`)."""
+    if text is None:
+        return None
+    try:
+        if len(text) == 10:
+            return dt.date.fromisoformat(text)
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(
+            f"as_of {text!r} is not a date or an instant with a time zone", parameter="as_of"
+        ) from None
+    if moment.tzinfo is None:
+        raise InvalidInput("an as_of instant needs a time zone offset", parameter="as_of")
+    return moment
+
+
+def resolve_as_of(protocol: Protocol, as_of: AsOf) -> dt.date:
+    """The clinical cut-off day in the trial's zone."""
+    if isinstance(as_of, dt.datetime):
+        return as_of.astimezone(trial_zone(protocol)).date()
+    return as_of or dt.datetime.now(trial_zone(protocol)).date()
+
+
+def recorded_by(protocol: Protocol, as_of: AsOf) -> dt.datetime:
+    """Which versions count, as the store's naive UTC: up to the instant given, or the end of the day given."""
+    if isinstance(as_of, dt.datetime):
+        return as_of.astimezone(dt.UTC).replace(tzinfo=None)
+    day = resolve_as_of(protocol, as_of)
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=trial_zone(protocol))
+    return end.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def cohort_timelines(db: Database, protocol: Protocol, as_of: AsOf) -> list[PatientTimeline]:
+    with db.read() as session:
+        records = load_records(
+            session, protocol, patient_ids(session), recorded_by=recorded_by(protocol, as_of)
+        )
+    return [build_timeline(record=r, protocol=protocol) for _, r in sorted(records.items())]
+
+
+def _assay(value: str) -> Assay:
+    try:
+        return Assay(value)
+    except ValueError:
+        raise InvalidInput(
+            f"assay must be one of {', '.join(a.value for a in Assay)}", parameter="assay"
+        ) from None
+
+
+def _run(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    try:
+        return call()
+    except ep.UnknownAnalysisSet as exc:
+        raise InvalidInput(str(exc), parameter="analysis_set") from None
+    except ep.AnalysisSetNeedsAssay as exc:
+        raise InvalidInput(str(exc), parameter="assay") from None
+    except ep.CostDataError as exc:
+        raise InvalidInput(str(exc), parameter="as_of") from None
+
+
+def primary(
+    db: Database, protocol: Protocol, *, assay: str, analysis_set: str, as_of: AsOf, explain: bool
+) -> dict[str, Any]:
+    day, chosen = resolve_as_of(protocol, as_of), _assay(assay)
+    timelines = cohort_timelines(db, protocol, as_of)
+    return _run(
+        lambda: ep.primary_to_json(
+            ep.primary_endpoint(
+                timelines=timelines, protocol=protocol, as_of=day, assay=chosen, analysis_set=analysis_set
+            ),
+            explain=explain,
+        )
+    )
+
+
+def mrd_response(
+    db: Database, protocol: Protocol, *, analysis_set: str, as_of: AsOf, explain: bool
+) -> dict[str, Any]:
+    day = resolve_as_of(protocol, as_of)
+    timelines = cohort_timelines(db, protocol, as_of)
+    return _run(
+        lambda: ep.response_to_json(
+            ep.mrd_response(timelines=timelines, protocol=protocol, as_of=day, analysis_set=analysis_set),
+            explain=explain,
+        )
+    )
+
+
+def efs(
+    db: Database,
+    protocol: Protocol,
+    *,
+    analysis_set: str,
+    assay: str | None,
+    as_of: AsOf,
+    explain: bool,
+) -> dict[str, Any]:
+    day = resolve_as_of(protocol, as_of)
+    timelines = cohort_timelines(db, protocol, as_of)
+    chosen = _assay(assay) if assay else None
+    return _run(
+        lambda: ep.efs_to_json(
+            ep.event_free_survival(
+                timelines=timelines, protocol=protocol, as_of=day, analysis_set=analysis_set, assay=chosen
+            ),
+            explain=explain,
+        )
+    )
+
+
+def adverse_events(
+    db: Database,
+    protocol: Protocol,
+    *,
+    analysis_set: str,
+    assay: str | None,
+    as_of: AsOf,
+    explain: bool,
+) -> dict[str, Any]:
+    day = resolve_as_of(protocol, as_of)
+    timelines = cohort_timelines(db, protocol, as_of)
+    chosen = _assay(assay) if assay else None
+    return _run(
+        lambda: ep.adverse_events_to_json(
+            ep.adverse_events(
+                timelines=timelines, protocol=protocol, as_of=day, analysis_set=analysis_set, assay=chosen
+            ),
+            explain=explain,
+        )
+    )
+
+
+def costs(
+    db: Database,
+    protocol: Protocol,
+    *,
+    analysis_set: str,
+    assay: str | None,
+    as_of: AsOf,
+    explain: bool,
+) -> dict[str, Any]:
+    day = resolve_as_of(protocol, as_of)
+    timelines = cohort_timelines(db, protocol, as_of)
+    chosen = _assay(assay) if assay else None
+    return _run(
+        lambda: ep.costs_to_json(
+            ep.healthcare_costs(
+                timelines=timelines, protocol=protocol, as_of=day, analysis_set=analysis_set, assay=chosen
+            ),
+            explain=explain,
+        )
+    )
+
+
+def consort(db: Database, protocol: Protocol, *, as_of: AsOf, explain: bool) -> dict[str, Any]:
+    """Screened patients are evaluated as of their screening decision, else their enrolment, else `as_of`."""
+    day = resolve_as_of(protocol, as_of)
+    timelines = cohort_timelines(db, protocol, as_of)
+    decided = {
+        row["patient"]: dt.date.fromisoformat(row["as_of"])
+        for row in screening_log(db, protocol, site=None, since=None, until=day)
+    }
+    outcomes: dict[str, ep.ScreeningOutcome] = {}
+    for timeline in timelines:
+        record = timeline.record
+        patient = record.reference.split("/_history/")[0]
+        started = [e.start.day_in(record.zone) for e in record.enrolments if e.start is not None]
+        reference_day = decided.get(patient) or min((d for d in started if d), default=None) or day
+        answer = evaluate_eligibility(
+            record=record, timeline=timeline, protocol=protocol, as_of=min(reference_day, day)
+        )
+        reasons = tuple(
+            f"{c.id}: {c.reason}" for c in answer.criteria if c.id in answer.ineligible_by
+        ) or tuple(answer.missing)
+        outcomes[record.reference] = ep.ScreeningOutcome(answer.overall.value, reasons)
+    return _run(
+        lambda: ep.consort_to_json(
+            ep.consort_flow(timelines=timelines, protocol=protocol, as_of=day, screening=outcomes),
+            explain=explain,
+        )
+    )
+
+
+MEASURES = {"primary-flow": Assay.FLOW, "primary-ngs": Assay.NGS}
+POPULATION = "http://terminology.hl7.org/CodeSystem/measure-population"
+
+
+def measure_report(
+    db: Database, protocol: Protocol, *, measure: str, analysis_set: str, as_of: AsOf
+) -> dict[str, Any]:
+    """The primary endpoint as a FHIR R4 summary MeasureReport, for systems that speak FHIR only."""
+    if measure not in MEASURES:
+        raise InvalidInput(f"measure must be one of {', '.join(MEASURES)}", parameter="measure")
+    answer = primary(
+        db, protocol, assay=MEASURES[measure].value, analysis_set=analysis_set, as_of=as_of, explain=False
+    )
+    overall = answer["overall"]
+
+    def population(code: str, count: int) -> dict[str, Any]:
+        return {"code": {"coding": [{"system": POPULATION, "code": code}]}, "count": count}
+
+    group: dict[str, Any] = {
+        "population": [
+            population("initial-population", overall["n"]),
+            population("denominator", overall["n"]),
+            population("numerator", overall["n_negative"]),
+        ],
+    }
+    if overall["rate"] is not None:
+        group["measureScore"] = {"value": overall["rate"]}
+    return {
+        "resourceType": "MeasureReport",
+        "status": "complete",
+        "type": "summary",
+        "measure": f"urn:mrdhub:measure:{protocol.study.slug}:{measure}",
+        "date": f"{answer['as_of']}T00:00:00Z",
+        "period": {"end": answer["as_of"]},
+        "improvementNotation": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/measure-improvement-notation",
+                    "code": "increase",
+                }
+            ]
+        },
+        "extension": [
+            {"url": "urn:mrdhub:protocol-version", "valueString": answer["protocol_version"]},
+            {"url": "urn:mrdhub:analysis-set", "valueString": analysis_set},
+            {"url": "urn:mrdhub:summary", "valueString": json.dumps(overall, sort_keys=True)},
+        ],
+        "group": [group],
+    }
