@@ -30,7 +30,7 @@ AsOf = dt.date | dt.datetime | None
 
 
 def parse_as_of(text: str | None) -> AsOf:
-    """`2025-04-02` (a day in the trial's zone) or an instant with its offset (`2025-04-02T10:00:00+08:00`)."""
+    """`2025-04-02` (a day in the trial zone) or an instant with offset (`2025-04-02T10:00:00+08:00`)."""
     if text is None:
         return None
     try:
@@ -54,7 +54,7 @@ def resolve_as_of(protocol: Protocol, as_of: AsOf) -> dt.date:
 
 
 def recorded_by(protocol: Protocol, as_of: AsOf) -> dt.datetime:
-    """Which versions count, as the store's naive UTC: up to the instant given, or the end of the day given."""
+    """Which versions count (naive UTC, as stored): up to the instant given, or the end of the day given."""
     if isinstance(as_of, dt.datetime):
         return as_of.astimezone(dt.UTC).replace(tzinfo=None)
     day = resolve_as_of(protocol, as_of)
