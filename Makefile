@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install migrate demo run test lint typecheck openapi openapi-check bench clean
+.PHONY: install migrate demo run client test lint typecheck openapi openapi-check bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,16 @@ migrate: install
 demo: migrate
 	$(BIN)/python -m app.cli load-demo
 
+# The local demo runs with authorisation off (it says so loudly); `make run AUTH=on` keeps it on.
+AUTH ?= off
 run: demo
-	$(BIN)/uvicorn app.main:create_app --factory --host $(HOST) --port $(PORT)
+	ENVIRONMENT=development AUTH_ENABLED=$(if $(filter on,$(AUTH)),true,false) \
+	  $(BIN)/uvicorn app.main:create_app --factory --host $(HOST) --port $(PORT)
+
+# Register a client: make client CLIENT=lis-hefei SITE=HEFEI-APCH SCOPES="system/Observation.c" KEY=var/lis-hefei.pem
+client: install
+	$(BIN)/python -m app.cli register-client --client-id "$(CLIENT)" --scopes "$(SCOPES)" --key "$(KEY)" \
+	  $(if $(SITE),--site "$(SITE)",)
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -2,12 +2,15 @@
 
 import logging
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from app.api import errors
+from app.api import audit, auth, errors
+from app.api.limits import RequestTimeout
 from app.api.routes import eligibility, endpoints, fhir, health, trial
 from app.db.engine import Database
+from app.observability import RequestLog, configure_logging
 from app.protocol import load_protocol
+from app.services.auth import TokenService, load_clients, server_key
 from app.services.checks import protocol_checks
 from app.services.writes import ResourceCheck
 from app.settings import Settings
@@ -19,7 +22,12 @@ def create_app(
     """Builds the service; a protocol file that does not validate stops it here, naming the key."""
     settings = settings or Settings()
     protocol = load_protocol(settings.protocol_path)
-    logging.basicConfig(level=settings.log_level)
+    if not settings.auth_enabled and settings.environment == "production" and not settings.auth_force_off:
+        raise RuntimeError(
+            "Authorisation is off in a production environment: set AUTH_ENABLED=true, or "
+            "ENVIRONMENT=development for a local demo (or AUTH_FORCE_OFF=true if you really mean it)"
+        )
+    configure_logging(settings.log_level)
     app = FastAPI(
         title="mrdhub",
         version="0.1.0",
@@ -29,14 +37,36 @@ def create_app(
         ),
     )
     app.state.settings = settings
-    app.state.db = Database(settings.database_url)
+    app.state.db = Database(
+        settings.database_url,
+        connect_timeout_s=settings.database_connect_timeout_s,
+        statement_timeout_s=settings.request_timeout_s,
+    )
     app.state.protocol = protocol
     app.state.checks = protocol_checks(protocol) if checks is None else checks
+    app.state.tokens = TokenService(
+        clients=load_clients(settings.auth_clients_file),
+        key=server_key(settings.auth_key_file),
+        issuer=settings.public_base_url or "urn:mrdhub",
+    )
+    if not settings.auth_enabled:
+        logging.getLogger("mrdhub").warning(
+            "AUTHORISATION IS OFF: every request acts as the trial office. "
+            "Local demo only, never with real data."
+        )
     errors.install(app)
+    # Middleware added later wraps what was added before. The time limit sits inside the audit (which then
+    # records a timed-out request, outside its deadline); the request log is outermost, so every answer,
+    # a timeout's included, gets a request id and a log line.
+    app.add_middleware(
+        RequestTimeout, timeout_s=settings.request_timeout_s, retry_after_s=settings.retry_after_s
+    )
+    audit.install(app)
+    app.add_middleware(RequestLog)
     app.include_router(health.router)
-    app.include_router(endpoints.fhir_router)
-    app.include_router(fhir.router)
-    app.include_router(trial.router)
-    app.include_router(eligibility.router)
-    app.include_router(endpoints.router)
+    app.include_router(auth.router)
+    app.include_router(fhir.public_router)
+    protected = [Depends(auth.current_principal)]
+    for router in (endpoints.fhir_router, fhir.router, trial.router, eligibility.router, endpoints.router):
+        app.include_router(router, dependencies=protected)
     return app

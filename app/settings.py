@@ -20,10 +20,26 @@ class Settings(BaseSettings):
     # Limits protect the service from a runaway sender; each breach is a 413 with an OperationOutcome.
     max_body_bytes: int = 10 * 1024 * 1024
     max_bundle_entries: int = 1000
+    # A longer JSON string is a 413 naming its element; room for a base64 PDF report of ~700 kB.
+    max_string_chars: int = 1_000_000
+    # Past this a request is answered 503 + Retry-After (408 if its body is still arriving), its work rolled
+    # back; PostgreSQL statements are cancelled after it too.
+    request_timeout_s: float = 30.0
+    retry_after_s: int = 5
+    # A database that does not answer fails fast (503, /readyz not ready) instead of hanging the request.
+    database_connect_timeout_s: int = 5
     page_size_default: int = 50
     page_size_max: int = 500
     # Two senders racing on the same natural key: one loses on the unique constraint and retries.
     write_retries: int = 5
+    # Authorisation (SMART Backend Services). Off only for a local demo: production refuses to start
+    # without it unless AUTH_FORCE_OFF is set as well.
+    environment: str = "production"
+    auth_enabled: bool = True
+    auth_force_off: bool = False
+    auth_clients_file: Path = ROOT / "var" / "clients.json"
+    auth_key_file: Path = ROOT / "var" / "server-key.pem"
+    public_base_url: str | None = None  # the URL clients use, if not the one requests arrive on
     # CDS Hooks: how long to wait for the EHR's FHIR server, and whether ineligible patients get a card.
     cds_timeout_s: float = 5.0
     cds_show_ineligible: bool = False

@@ -1,16 +1,21 @@
 """Ingest benchmark: 7-resource LIS bundles POSTed to a real uvicorn server, c concurrent clients.
 
-    .venv/bin/python bench/ingest_http.py --bundles 2000 --concurrency 16 [--database-url URL]
+    .venv/bin/python bench/ingest_http.py --bundles 2000 --concurrency 16 [--workers 2] [--database-url URL]
+    .venv/bin/python bench/ingest_http.py --bundles 400 --profile 40
 
-Starts uvicorn (one worker) on a free loopback port against a fresh database (PostgreSQL by default),
-sends the bundles, and prints bundles/s, resources/s and latency percentiles; alongside, the floor:
-the same bundles through fhir.resources validation alone, in this process. Run by hand, never in tests.
+Starts uvicorn (one worker by default) on a free loopback port against a fresh database (PostgreSQL by
+default, dropped afterwards), sends the bundles, and prints bundles/s, resources/s, latency percentiles and
+the server's CPU per bundle; alongside, the floor: the same bundles through fhir.resources validation
+alone, in this process. `--profile` runs the ingest in-process under cProfile instead. Run by hand, never
+in tests; figures and how to read them are in bench/README.md.
 """
 
 import argparse
 import asyncio
+import cProfile
 import json
 import os
+import pstats
 import socket
 import statistics
 import subprocess
@@ -121,6 +126,30 @@ def free_port() -> int:
         return port
 
 
+def server_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of a process and its descendants (uvicorn's workers), from /proc; None elsewhere."""
+    if not Path(f"/proc/{pid}/stat").exists():
+        return None
+    stats: dict[int, str] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stats[int(d)] = Path(f"/proc/{d}/stat").read_text()
+            except OSError:
+                continue  # a process that ended meanwhile
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for p, stat in stats.items():
+        fields = stat.rsplit(")", 1)[1].split()
+        parents[p], ticks[p] = int(fields[1]), int(fields[11]) + int(fields[12])
+    tree, grown = {pid}, True
+    while grown:
+        more = {p for p, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grown = bool(more)
+    return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
+
+
 def fresh_database(admin_url: str) -> str:
     name = f"mrdhub_bench_{os.getpid()}"
     engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
@@ -129,6 +158,66 @@ def fresh_database(admin_url: str) -> str:
         c.execute(text(f"CREATE DATABASE {name}"))
     engine.dispose()
     return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as c:
+        c.execute(text(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)"))
+    engine.dispose()
+
+
+def rollbacks(url: str) -> int | None:
+    """Transactions rolled back in the benchmark's database: on this workload, the units of work retried
+    after losing a race on a natural key (PostgreSQL's statistics, which lag by up to a second)."""
+    if not url.startswith("postgresql"):
+        return None
+    time.sleep(1.5)
+    engine = create_engine(url)
+    with engine.connect() as c:
+        found = c.execute(
+            text("SELECT xact_rollback FROM pg_stat_database WHERE datname = current_database()")
+        ).scalar()
+    engine.dispose()
+    return int(found) if found is not None else None
+
+
+def profile(url: str, bundles: list[dict[str, Any]], top: int) -> None:
+    """The same bundles through `process_bundle` in this process, one after another, under cProfile:
+    where the time of one ingest goes, without HTTP and without concurrency."""
+    from sqlalchemy import event
+
+    from app.db.engine import Database
+    from app.services.ingest import process_bundle
+
+    db = Database(url)
+    statements = 0
+
+    def count(*_: Any) -> None:
+        nonlocal statements
+        statements += 1
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    warm, measured = bundles[:20], bundles[20:]
+    for b in warm:
+        process_bundle(db, b, max_entries=1000, retries=5, checks=(), prefer="minimal")
+    statements = 0
+    profiler = cProfile.Profile()
+    start, cpu = time.perf_counter(), time.process_time()
+    profiler.enable()
+    for b in measured:
+        process_bundle(db, b, max_entries=1000, retries=5, checks=(), prefer="minimal")
+    profiler.disable()
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    db.dispose()
+    n = len(measured)
+    print(
+        f"in-process, sequential, under cProfile: {n / elapsed:.1f} bundles/s, "
+        f"{elapsed / n * 1000:.1f} ms and {cpu / n * 1000:.1f} ms CPU per bundle, "
+        f"{statements / n:.1f} SQL statements per bundle"
+    )
+    stats = pstats.Stats(profiler)
+    stats.sort_stats("cumulative").print_stats(r"/app/", top)
 
 
 async def send_all(base: str, bundles: list[bytes], concurrency: int) -> tuple[list[float], int, float]:
@@ -163,15 +252,51 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     parser.add_argument("--database-url", help="use this database instead of a fresh PostgreSQL one")
+    parser.add_argument("--keep-database", action="store_true", help="do not drop the fresh database")
+    parser.add_argument("--out", type=Path, help="where to write the figures (default bench/results/)")
+    parser.add_argument(
+        "--profile", type=int, metavar="N", help="instead: profile N in-process ingests, print the top N rows"
+    )
     args = parser.parse_args()
 
     bundles = [lis_bundle(i) for i in range(args.bundles)]
-    floor = validation_floor(bundles)
     url = args.database_url or fresh_database(args.admin_url)
-    env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "WARNING"}
-    subprocess.run(
-        [sys.executable, "-m", "app.cli", "migrate"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL
-    )
+    # The benchmark measures ingest; the server it starts checks no tokens (names unknown to the
+    # settings are ignored).
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "LOG_LEVEL": "WARNING",
+        "AUTH_ENABLED": "false",
+        "AUTH_FORCE_OFF": "true",
+    }
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "app.cli", "migrate"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        if args.profile:
+            profile(url, bundles, args.profile)
+            return
+        floor = validation_floor(bundles)
+        result = run_server(args, bundles, url, env)
+        result["validation_floor_bundles_per_s"] = round(floor, 1)
+        result["ratio_to_floor"] = round(result["bundles_per_s"] / floor, 3)
+        result["rollbacks"] = rollbacks(url)
+    finally:
+        if not (args.database_url or args.keep_database):
+            drop_database(args.admin_url, url)
+    print(json.dumps(result, indent=2))
+    out = args.out or ROOT / "bench" / "results" / f"ingest_http_w{args.workers}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def run_server(
+    args: argparse.Namespace, bundles: list[dict[str, Any]], url: str, env: dict[str, str]
+) -> dict[str, Any]:
     port = free_port()
     server = subprocess.Popen(
         [
@@ -202,13 +327,15 @@ def main() -> None:
         payloads = [json.dumps(b).encode() for b in bundles]
         warm = max(1, len(payloads) // 20)
         asyncio.run(send_all(base, payloads[:warm], args.concurrency))
+        cpu_before = server_cpu_seconds(server.pid)
         latencies, errors, elapsed = asyncio.run(send_all(base, payloads[warm:], args.concurrency))
+        cpu_after = server_cpu_seconds(server.pid)
     finally:
         server.terminate()
         server.wait()
     n = len(latencies)
     q = statistics.quantiles(latencies, n=100)
-    result = {
+    return {
         "bundles": n,
         "resources_per_bundle": 7,
         "concurrency": args.concurrency,
@@ -220,12 +347,13 @@ def main() -> None:
         "p95_ms": round(q[94] * 1000, 1),
         "p99_ms": round(q[98] * 1000, 1),
         "errors": errors,
-        "validation_floor_bundles_per_s": round(floor, 1),
-        "ratio_to_floor": round(n / elapsed / floor, 3),
+        # CPU of the server process (and its workers) per bundle: less noisy than wall time on a busy box.
+        "server_cpu_ms_per_bundle": (
+            round((cpu_after - cpu_before) * 1000 / n, 2)
+            if cpu_before is not None and cpu_after is not None
+            else None
+        ),
     }
-    print(json.dumps(result, indent=2))
-    out = ROOT / "bench" / "results" / f"ingest_http_w{args.workers}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
+from app.db import auth as _auth  # noqa: F401  (its table joins the metadata)
 from app.db.tables import Base
 
 config = context.config

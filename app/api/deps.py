@@ -50,7 +50,7 @@ async def read_fhir_json(request: Request, settings: Settings) -> Any:
         body.extend(chunk)
         if len(body) > settings.max_body_bytes:
             raise error(413, "too-costly", f"Body exceeds the limit of {settings.max_body_bytes} bytes")
-    return parse_json(bytes(body))
+    return parse_json(bytes(body), max_string_chars=settings.max_string_chars)
 
 
 def prefer(request: Request) -> dict[str, str]:

@@ -7,10 +7,13 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from app.db.repository import loads
+from app.db.sites import visible
 from app.db.tables import IdentifierRow, ResourceRow, ResourceVersionRow, SearchIndexRow
 
 # Search parameters that point from a resource to its patient (see app/fhir/search_params.py).
 PATIENT_PARAMS = ("patient", "subject", "individual")
+# The audit trail is about patients but is not part of their clinical record.
+TRAIL_TYPES = ("AuditEvent", "Provenance")
 
 
 def find_patient(session: Session, key: str) -> ResourceRow | None:
@@ -25,10 +28,13 @@ def find_patient(session: Session, key: str) -> ResourceRow | None:
                 IdentifierRow.system == system,
                 IdentifierRow.value == value,
                 ResourceRow.deleted.is_(False),
+                visible("Patient"),
             )
         ).first()
     row = session.scalars(
-        select(ResourceRow).where(ResourceRow.resource_type == "Patient", ResourceRow.logical_id == key)
+        select(ResourceRow).where(
+            ResourceRow.resource_type == "Patient", ResourceRow.logical_id == key, visible("Patient")
+        )
     ).one_or_none()
     return row if row is not None and not row.deleted and row.version_id > 0 else None
 
@@ -38,7 +44,7 @@ def patient_ids(session: Session) -> list[str]:
         str(i)
         for i in session.scalars(
             select(ResourceRow.logical_id)
-            .where(ResourceRow.resource_type == "Patient", ResourceRow.deleted.is_(False))
+            .where(ResourceRow.resource_type == "Patient", ResourceRow.deleted.is_(False), visible("Patient"))
             .order_by(ResourceRow.pk)
         )
     ]
@@ -55,7 +61,11 @@ def related_resources(
     references = [f"Patient/{i}" for i in patient_ids]
     links = session.execute(
         select(SearchIndexRow.resource_pk, SearchIndexRow.value)
-        .where(SearchIndexRow.param.in_(PATIENT_PARAMS), SearchIndexRow.value.in_(references))
+        .where(
+            SearchIndexRow.param.in_(PATIENT_PARAMS),
+            SearchIndexRow.value.in_(references),
+            SearchIndexRow.resource_type.not_in(TRAIL_TYPES),
+        )
         .distinct()
     ).all()
     owners: dict[int, str] = {pk: str(value) for pk, value in links}

@@ -6,6 +6,7 @@ from sqlalchemy import ColumnElement, and_, false, or_
 from sqlalchemy.orm import InstrumentedAttribute
 
 from app.db.repository import indexed
+from app.db.sites import visible
 from app.db.tables import ResourceRow, SearchIndexRow
 from app.fhir.search import DateValue, Filter, TokenValue
 
@@ -13,7 +14,8 @@ DateColumn = InstrumentedAttribute[datetime] | InstrumentedAttribute[datetime | 
 
 
 def conditions(resource_type: str, filters: list[Filter]) -> list[ColumnElement[bool]]:
-    return [_condition(resource_type, f) for f in filters]
+    """The filters, and the current request's site scope: a search never shows another site's patients."""
+    return [_condition(resource_type, f) for f in filters] + [visible(resource_type)]
 
 
 def _condition(resource_type: str, f: Filter) -> ColumnElement[bool]:

@@ -96,7 +96,7 @@ def parse_entry(index: int, raw: Any) -> Entry:
     if not isinstance(request, dict):
         raise error(400, "required", "Entry has no request", f"{path}.request")
     method = request.get("method")
-    if method not in ORDER:
+    if method not in tuple(ORDER):  # not `in ORDER`: a list or object sent as method is unhashable
         raise error(
             400,
             "not-supported",

@@ -6,7 +6,9 @@ what is stored is the JSON as sent (plus server meta), never the model's re-seri
 """
 
 import json
+import math
 import re
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -88,6 +90,15 @@ REQUIRED_CODES: dict[tuple[str, str], frozenset[str]] = {
 }
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 MAX_JSON_DEPTH = 64
+MAX_STRING_CHARS = 1_000_000
+# FHIR strings (datatypes.html#string) exclude code points below U+0020 but tab, CR and LF; JSON can still
+# escape them, and lone surrogates, which no database column can store. Escapes are the only way in.
+SUSPECT_ESCAPE = re.compile(r"\\u(?:00[01][0-9a-fA-F]|[dD][89a-fA-F][0-9a-fA-F]{2})")
+FORBIDDEN_CHAR = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+
+
+class _BadNumber(ValueError):
+    pass
 
 
 @cache
@@ -108,39 +119,87 @@ def is_resource_type(name: str) -> bool:
     return resource_class(name) is not None
 
 
-def parse_json(body: bytes) -> Any:
-    """Decode a request body; malformed JSON is a 400 that says where it broke."""
+def parse_json(body: bytes, *, max_string_chars: int = MAX_STRING_CHARS) -> Any:
+    """Decode a request body; malformed JSON is a 400 that says where it broke, an oversized string a 413."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(400, "structure", f"Body is not UTF-8: byte {exc.start}") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise error(
             400, "structure", f"Malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
     except RecursionError:
         raise error(400, "structure", f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
-    if _depth(data) > MAX_JSON_DEPTH:
+    except _BadNumber as exc:
+        raise error(400, "structure", f"Malformed JSON: {exc}") from None
+    except ValueError:  # an integer past Python's int_max_str_digits (4300)
+        raise error(400, "structure", "Malformed JSON: a number has too many digits") from None
+    depth, longest = _measure(data)
+    if depth > MAX_JSON_DEPTH:
         raise error(400, "structure", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    if longest > max_string_chars:
+        where = _find(data, lambda s: len(s) > max_string_chars)
+        limit = f"A string is longer than the limit of {max_string_chars} characters"
+        raise error(413, "too-long", limit, where)
+    if SUSPECT_ESCAPE.search(text):
+        where = _find(data, lambda s: FORBIDDEN_CHAR.search(s) is not None)
+        if where:
+            message = "Control characters and unpaired surrogates are not allowed in FHIR strings"
+            raise error(400, "value", message, where)
     return data
 
 
-def _depth(value: Any) -> int:
-    depth, level = 0, [value]
+def _no_constant(name: str) -> Any:
+    raise _BadNumber(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _BadNumber(f"the number {text[:20]} is out of range")
+    return value
+
+
+def _measure(value: Any) -> tuple[int, int]:
+    """Nesting depth (counted up to just past the limit) and the length of the longest string or key."""
+    depth, longest, level = 0, 0, [value]
     while level:
         depth += 1
         nxt: list[Any] = []
         for v in level:
             if isinstance(v, dict):
                 nxt.extend(v.values())
+                longest = max(longest, max(map(len, v), default=0))
             elif isinstance(v, list):
                 nxt.extend(v)
+            elif isinstance(v, str):
+                longest = max(longest, len(v))
         level = nxt
-        if depth > MAX_JSON_DEPTH:
+        if depth > MAX_JSON_DEPTH + 1:
             break
-    return depth - 1
+    return depth - 1, longest
+
+
+def _find(data: Any, bad: Callable[[str], bool]) -> str:
+    """The FHIRPath-like location of the first string (or key) that is `bad`: Bundle.entry[2].resource.id."""
+    root = data.get("resourceType") if isinstance(data, dict) else None
+    stack: list[tuple[Any, str]] = [(data, root if isinstance(root, str) and root.isalpha() else "$")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, dict):
+            for key, child in value.items():
+                name = key if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", key) else "<key>"
+                if bad(key):
+                    return f"{path}.{name}"
+                stack.append((child, f"{path}.{name}"))
+        elif isinstance(value, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(value))
+        elif isinstance(value, str) and bad(value):
+            return path
+    return ""
 
 
 def validate_resource(data: Any, *, expected_type: str | None = None) -> str:

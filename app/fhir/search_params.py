@@ -90,6 +90,20 @@ PARAMS: dict[str, tuple[SearchParam, ...]] = {
     # Trial-office records (e.g. manual anchors) are Basic resources about a patient.
     "Basic": (*_subject(), SearchParam("code", "token", ("code",))),
     "Encounter": (*_subject(), SearchParam("date", "date", ("period",)), STATUS),
+    # The audit trail (IHE BALP): who (client), what (entities), which patient, when.
+    "AuditEvent": (
+        SearchParam("date", "date", ("recorded",)),
+        SearchParam("agent", "token", ("agent.who.identifier",)),
+        SearchParam("entity", "reference", ("entity.what",)),
+        SearchParam("patient", "reference", ("entity.what",), target="Patient"),
+        SearchParam("subtype", "token", ("subtype",)),
+        SearchParam("outcome", "token", ("outcome",)),
+    ),
+    "Provenance": (
+        SearchParam("target", "reference", ("target",)),
+        SearchParam("patient", "reference", ("target",), target="Patient"),
+        SearchParam("recorded", "date", ("recorded",)),
+    ),
     "DiagnosticReport": (
         *_subject(),
         SearchParam("code", "token", ("code",)),
@@ -126,10 +140,18 @@ def index_values(resource: dict[str, Any]) -> list[IndexValue]:
     values: dict[IndexValue, None] = {}
     for param in params_for(str(resource.get("resourceType"))).values():
         for path in param.paths:
-            for element in _as_list(resource.get(path)):
+            for element in _at(resource, path):
                 for v in _extract(param, path, element):
                     values[v] = None
     return list(values)
+
+
+def _at(node: Any, path: str) -> list[Any]:
+    """The elements at a dotted path ("agent.who.identifier"), descending through lists."""
+    found = [node]
+    for step in path.split("."):
+        found = [item for f in found if isinstance(f, dict) for item in _as_list(f.get(step))]
+    return found
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -152,7 +174,7 @@ def _extract(param: SearchParam, path: str, element: Any) -> Iterator[IndexValue
 def _tokens(name: str, path: str, element: Any) -> Iterator[IndexValue]:
     if isinstance(element, str):
         yield IndexValue(name, value=element)
-    elif isinstance(element, dict) and path == "identifier":
+    elif isinstance(element, dict) and path.endswith("identifier"):
         if isinstance(element.get("value"), str):
             yield IndexValue(name, system=element.get("system") or "", value=element["value"])
     elif isinstance(element, dict):

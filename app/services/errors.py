@@ -19,3 +19,13 @@ class NotFound(ServiceError):
 class InvalidInput(ServiceError):
     status = 422
     title = "Invalid request"
+
+
+class Unauthorized(ServiceError):
+    status = 401
+    title = "Unauthorized"
+
+
+class Forbidden(ServiceError):
+    status = 403
+    title = "Forbidden"

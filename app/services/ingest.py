@@ -13,11 +13,16 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.engine import Database
+from app.db.sites import outside_site
+from app.domain.access import Permission, Principal, parse_scopes
 from app.fhir.bundle import Entry, EntryOutcome, entry_response, parse_bundle, response_bundle
 from app.fhir.outcome import FhirError, Issue
+from app.services import audit
 from app.services.writes import ResourceCheck, Run, apply_entries
 
 T = TypeVar("T")
+# The service's own writers (demo loader, trial-office use cases): every type, every site.
+TRUSTED = Principal("mrdhub", parse_scopes("system/*.cruds"), None)
 # Unique violation, serialization failure, deadlock: a race that a retry resolves.
 RETRYABLE_SQLSTATES = {"23505", "40001", "40P01"}
 
@@ -51,38 +56,149 @@ def db_sqlstate(exc: DBAPIError) -> str | None:
 
 
 def process_bundle(
-    db: Database, data: Any, *, max_entries: int, retries: int, checks: tuple[ResourceCheck, ...], prefer: str
+    db: Database,
+    data: Any,
+    *,
+    max_entries: int,
+    retries: int,
+    checks: tuple[ResourceCheck, ...],
+    prefer: str,
+    principal: Principal = TRUSTED,
 ) -> dict[str, Any]:
     bundle_type, entries = parse_bundle(data, max_entries=max_entries)
     if bundle_type == "transaction":
+        for entry in entries:
+            _permit(principal, entry)
+        bundle_id = data.get("id") if isinstance(data.get("id"), str) else None
         outcomes = in_transaction(
-            db, lambda s: apply_entries(Run(s, now_ms(), checks), entries), retries=retries
+            db, lambda s: _apply(s, entries, checks, principal, "transaction", bundle_id), retries=retries
         )
     else:
-        outcomes = [_batch_entry(db, entry, retries=retries, checks=checks) for entry in entries]
+        outcomes = [
+            _batch_entry(db, entry, retries=retries, checks=checks, principal=principal) for entry in entries
+        ]
     return response_bundle(bundle_type, [entry_response(o, prefer=prefer) for o in outcomes])
 
 
+SUBTYPES = {"POST": "create", "PUT": "update", "DELETE": "delete", "GET": "read"}
+
+
+def _apply(
+    session: Session,
+    entries: list[Entry],
+    checks: tuple[ResourceCheck, ...],
+    principal: Principal,
+    subtype: str | None = None,
+    bundle_id: str | None = None,
+) -> list[EntryOutcome]:
+    """The writes, the site guard, and the audit trail, all in one transaction."""
+    now = now_ms()
+    outcomes = apply_entries(Run(session, now, checks), entries)
+    if principal.site is not None:
+        _guard_site(session, entries, outcomes, principal.site)
+    written = [
+        o.location.split("/_history/")[0]
+        for e, o in zip(entries, outcomes, strict=True)
+        if o.location and e.method in ("POST", "PUT")
+    ]
+    touched = [o.location.split("/_history/")[0] for o in outcomes if o.location]
+    kind = subtype or SUBTYPES[entries[0].method]
+    patients = audit.patients_in(o.resource for o in outcomes)
+    trail = [
+        audit.audit_event(
+            principal=principal,
+            subtype=kind,
+            outcome="0",
+            recorded=now,
+            description=f"{kind}: {len(entries)} entries",
+            entities=[*touched, *patients],
+        )
+    ]
+    if subtype in ("transaction", "batch") and written:
+        trail.append(
+            audit.provenance(principal=principal, targets=written, recorded=now, bundle_id=bundle_id)
+        )
+    audit.store(session, now, *trail)
+    audit.mark_audited()
+    return outcomes
+
+
+def _permit(principal: Principal, entry: Entry) -> None:
+    if entry.failure is not None:
+        return
+    permission = {
+        "POST": Permission.CREATE,
+        "PUT": Permission.UPDATE,
+        "DELETE": Permission.DELETE,
+        "GET": Permission.READ if entry.logical_id else Permission.SEARCH,
+    }[entry.method]
+    if not principal.may(entry.resource_type, permission):
+        raise FhirError(
+            403,
+            [
+                Issue(
+                    "error",
+                    "forbidden",
+                    f"Scope system/{entry.resource_type}.{permission.value} is required",
+                    (f"{entry.path}.request",),
+                )
+            ],
+        )
+
+
+def _guard_site(session: Session, entries: list[Entry], outcomes: list[EntryOutcome], site: str) -> None:
+    """A site's client writes only its own patients' data; anything else undoes the whole unit of work.
+
+    Checked after the writes, inside the transaction, so references resolved within the bundle count.
+    """
+    written = [
+        (entry, outcome.location.split("/_history/")[0])
+        for entry, outcome in zip(entries, outcomes, strict=True)
+        if outcome.location and entry.method != "DELETE"
+    ]
+    foreign = set(outside_site(session, [ref for _, ref in written], site))
+    for entry, ref in written:
+        if ref in foreign:
+            # Answered like a resource that does not exist: another site's data are not revealed.
+            raise FhirError(
+                404,
+                [
+                    Issue(
+                        "error",
+                        "not-found",
+                        f"{entry.resource_type} is not a {site} patient's data",
+                        (f"{entry.path}.resource",),
+                    )
+                ],
+            )
+
+
 def _batch_entry(
-    db: Database, entry: Entry, *, retries: int, checks: tuple[ResourceCheck, ...]
+    db: Database, entry: Entry, *, retries: int, checks: tuple[ResourceCheck, ...], principal: Principal
 ) -> EntryOutcome:
     """A batch entry stands alone: its own transaction, its own status (http.html#brules)."""
     if entry.failure is not None:
         return EntryOutcome(entry.failure.status, issues=entry.failure.issues)
     try:
+        _permit(principal, entry)
         return in_transaction(
-            db, lambda s: apply_entries(Run(s, now_ms(), checks), [entry])[0], retries=retries
+            db, lambda s: _apply(s, [entry], checks, principal, "batch")[0], retries=retries
         )
     except FhirError as exc:
         return EntryOutcome(exc.status, issues=exc.issues)
 
 
-def write_one(db: Database, entry: Entry, *, retries: int, checks: tuple[ResourceCheck, ...]) -> EntryOutcome:
+def write_one(
+    db: Database,
+    entry: Entry,
+    *,
+    retries: int,
+    checks: tuple[ResourceCheck, ...],
+    principal: Principal = TRUSTED,
+) -> EntryOutcome:
     """A single RESTful write is a one-entry transaction; errors are reported at the resource's own paths."""
     try:
-        return in_transaction(
-            db, lambda s: apply_entries(Run(s, now_ms(), checks), [entry])[0], retries=retries
-        )
+        return in_transaction(db, lambda s: _apply(s, [entry], checks, principal)[0], retries=retries)
     except FhirError as exc:
         raise _unprefixed(exc, entry) from None
 

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from app.db import repository as repo
 from app.db.search import conditions
-from app.db.tables import ResourceRow, ResourceVersionRow
+from app.db.tables import ResourceVersionRow
 from app.fhir.bundle import Entry, EntryOutcome
 from app.fhir.dates import instant
 from app.fhir.outcome import FhirError, error, operation_outcome
@@ -52,7 +52,7 @@ def history(session: Session, resource_type: str, logical_id: str, base: str) ->
         "resourceType": "Bundle",
         "type": "history",
         "total": len(versions),
-        "entry": [_history_entry(v, row, base) for v in versions],
+        "entry": [_history_entry(v, resource_type, logical_id, base) for v in versions],
     }
 
 
@@ -62,18 +62,18 @@ def type_history(
     total, rows = repo.type_history(session, resource_type, count=count, offset=offset)
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "history", "total": total}
     bundle["link"] = _links(f"{base}/{resource_type}/_history", [], count=count, offset=offset, total=total)
-    bundle["entry"] = [_history_entry(v, r, base) for v, r in rows]
+    bundle["entry"] = [_history_entry(v, resource_type, logical_id, base) for v, logical_id in rows]
     return bundle
 
 
-def _history_entry(v: ResourceVersionRow, row: ResourceRow, base: str) -> dict[str, Any]:
-    url = f"{base}/{row.resource_type}/{row.logical_id}"
+def _history_entry(v: ResourceVersionRow, resource_type: str, logical_id: str, base: str) -> dict[str, Any]:
+    url = f"{base}/{resource_type}/{logical_id}"
     entry: dict[str, Any] = {"fullUrl": url}
     if not v.deleted:
         entry["resource"] = repo.loads(v.content)
     entry["request"] = {
         "method": v.method,
-        "url": f"{row.resource_type}/{row.logical_id}" if v.method != "POST" else row.resource_type,
+        "url": f"{resource_type}/{logical_id}" if v.method != "POST" else resource_type,
     }
     entry["response"] = {
         "status": "204 No Content" if v.deleted else ("201 Created" if v.version_id == 1 else "200 OK"),
@@ -83,17 +83,12 @@ def _history_entry(v: ResourceVersionRow, row: ResourceRow, base: str) -> dict[s
     return entry
 
 
-def all_matches(session: Session, query: SearchQuery) -> list[ResourceRow]:
-    """Every live match of a search (for conditional interactions), capped to keep the answer bounded."""
-    _, rows = repo.search(
-        session,
-        query.resource_type,
-        conditions(query.resource_type, query.filters),
-        sort=None,
-        count=3,
-        offset=0,
-    )
-    return rows
+def all_matches(session: Session, query: SearchQuery) -> list[repo.Stored]:
+    """Every live match of a search (for conditional interactions), capped to keep the answer bounded.
+
+    Conditional interactions only tell none, one and several apart; three lets the error say "3".
+    """
+    return repo.matches(session, query.resource_type, conditions(query.resource_type, query.filters), limit=3)
 
 
 def search(session: Session, query: SearchQuery, base: str, params: list[tuple[str, str]]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from app.db import patients as store
 from app.db.engine import Database
+from app.db.sites import current_site
 from app.domain.protocol import Protocol
 from app.fhir.bundle import Entry
 from app.fhir.extract import MARKER_SYSTEM, versioned
@@ -103,6 +104,9 @@ def record_decision(
 def screening_log(
     db: Database, protocol: Protocol, *, site: str | None, since: dt.date | None, until: dt.date | None
 ) -> list[dict[str, Any]]:
+    scope = current_site.get()
+    if scope is not None:
+        site = scope  # a site's client sees its own decisions only
     with db.read() as session:
         records = [
             r

@@ -15,7 +15,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.api.test_timeline import mrd, organization, specimen, window_phase
 from tests.builders import CONCEPT, PATIENT_SYSTEM, bundle, patient, post, urn
-from tests.conftest import FHIR_JSON
+from tests.conftest import FHIR_JSON, TokenFactory
 
 pytestmark = pytest.mark.anyio
 SITE = "urn:mrdhub:site"
@@ -251,7 +251,7 @@ def fhir_server(settings: Settings, app: object) -> Iterator[str]:
 
 
 async def test_cds_without_prefetch_reads_the_fhir_server_over_http(
-    client: httpx.AsyncClient, fhir_server: str
+    client: httpx.AsyncClient, fhir_server: str, token_for: TokenFactory
 ) -> None:
     patient_id = await store(client, candidate(mrn="CDS-1", consent=False))
     answer = await client.post(
@@ -259,7 +259,7 @@ async def test_cds_without_prefetch_reads_the_fhir_server_over_http(
         json=hook(
             patient_id,
             fhirServer=fhir_server,
-            fhirAuthorization={"access_token": "t", "token_type": "Bearer"},
+            fhirAuthorization={"access_token": await token_for(scope="system/*.rs"), "token_type": "Bearer"},
         ),
     )
     assert answer.status_code == 200, answer.text

@@ -152,13 +152,17 @@ async def test_entry_without_request_in_a_transaction_fails_the_bundle(client: h
     assert await stored(client, "Patient") == 0
 
 
-async def test_an_unexpected_error_is_a_500_outcome_without_a_trace(app: object) -> None:
+async def test_an_unexpected_error_is_a_500_outcome_without_a_trace(
+    app: object, client: httpx.AsyncClient
+) -> None:
     def explode(resource: dict[str, object]) -> list[object]:
         raise RuntimeError("secret internals")
 
     app.state.checks = (explode,)  # type: ignore[attr-defined]
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url="http://mrdhub.test") as c:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://mrdhub.test", headers=client.headers
+    ) as c:
         answer = await c.post("/fhir/Patient", json=patient("MRN-1"), headers=FHIR_JSON)
     assert answer.status_code == 500
     issue = first_issue(answer)

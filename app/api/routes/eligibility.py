@@ -8,13 +8,22 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from app.api.auth import READ_PATIENT_DATA, requires
 from app.api.csv import csv_response, wants_csv
 from app.api.deps import DatabaseDep, ProtocolDep, SettingsDep, read_fhir_json
 from app.api.routes.trial import ERRORS, PatientKey
+from app.domain.access import Permission
 from app.services import cds, eligibility, screening
 from app.services.errors import NotFound
 
 router = APIRouter(tags=["Eligibility"])
+SCREEN = requires(
+    ("Patient", Permission.READ),
+    ("ResearchSubject", Permission.CREATE),
+    ("ResearchSubject", Permission.UPDATE),
+    ("Basic", Permission.CREATE),
+)
+READ_SCREENING = requires(("Basic", Permission.READ))
 AsOf = Annotated[dt.date | None, Query(description="Reference date (default: today in the site's zone)")]
 ANSWER_EXAMPLE = {"overall": "eligible", "as_of": "2025-04-02", "criteria": [], "missing": [], "pending": []}
 
@@ -31,6 +40,7 @@ class ScreeningIn(BaseModel):
 
 @router.get(
     "/api/v1/patients/{key}/eligibility",
+    dependencies=[READ_PATIENT_DATA],
     summary="Eligibility of a stored patient, per criterion",
     responses=ERRORS,
 )
@@ -42,6 +52,7 @@ def patient_eligibility(
 
 @router.post(
     "/api/v1/eligibility",
+    dependencies=[READ_PATIENT_DATA],
     summary="Eligibility of an unstored patient given as a FHIR Bundle; nothing is stored",
     openapi_extra={
         "requestBody": {
@@ -60,6 +71,7 @@ async def adhoc_eligibility(
 
 @router.post(
     "/api/v1/screening",
+    dependencies=[SCREEN],
     summary="Record a screening decision; creates or updates the ResearchSubject",
     responses=ERRORS,
 )
@@ -82,6 +94,7 @@ async def screen(
 
 @router.get(
     "/api/v1/screening-log",
+    dependencies=[READ_SCREENING],
     summary="Screening decisions by site and date (JSON, or CSV)",
     responses={200: {"content": {"application/json": {}, "text/csv": {}}}},
 )
@@ -99,13 +112,16 @@ def screening_log(
     return JSONResponse({"protocol_version": protocol.version, "decisions": rows})
 
 
-@router.get("/cds-services", summary="CDS Hooks discovery", tags=["CDS Hooks"])
+@router.get(
+    "/cds-services", dependencies=[READ_PATIENT_DATA], summary="CDS Hooks discovery", tags=["CDS Hooks"]
+)
 def cds_discovery(protocol: ProtocolDep) -> dict[str, Any]:
     return cds.discovery(protocol)
 
 
 @router.post(
     "/cds-services/{service_id}",
+    dependencies=[READ_PATIENT_DATA],
     summary="CDS Hooks patient-view: eligibility cards",
     tags=["CDS Hooks"],
     responses={404: {"description": "Unknown service"}, 422: {"description": "Invalid hook request"}},

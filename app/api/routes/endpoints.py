@@ -5,13 +5,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
+from app.api.auth import READ_PATIENT_DATA
 from app.api.deps import DatabaseDep, ProtocolDep
 from app.api.responses import fhir_response
 from app.api.routes.trial import ERRORS
 from app.services import endpoints
 
-router = APIRouter(prefix="/api/v1", tags=["Endpoints"])
-fhir_router = APIRouter(prefix="/fhir", tags=["FHIR"])
+router = APIRouter(prefix="/api/v1", tags=["Endpoints"], dependencies=[READ_PATIENT_DATA])
+fhir_router = APIRouter(prefix="/fhir", tags=["FHIR"], dependencies=[READ_PATIENT_DATA])
 
 AsOf = Annotated[
     str | None,

@@ -6,19 +6,26 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from app.api.auth import require
 from app.api.deps import DatabaseDep, SettingsDep, prefer, read_fhir_json
 from app.api.responses import fhir_response
+from app.db.sites import can_see
+from app.domain.access import Permission, Principal
 from app.fhir.bundle import Entry, EntryOutcome
 from app.fhir.capability import capability_statement
 from app.fhir.outcome import error, operation_outcome
 from app.fhir.resources import is_resource_type, validate_resource
 from app.fhir.search import parse_search
 from app.services import reads
+from app.services.errors import Forbidden
 from app.services.ingest import process_bundle, write_one
 
 router = APIRouter(prefix="/fhir", tags=["FHIR"])
+# The CapabilityStatement is public: clients read it before they authenticate (SMART App Launch 2.0).
+public_router = APIRouter(prefix="/fhir", tags=["FHIR"])
 
 FHIR_BODY = {
     "requestBody": {
@@ -54,7 +61,21 @@ def _known_type(resource_type: str) -> str:
     return resource_type
 
 
-@router.get("/metadata", summary="CapabilityStatement", responses=FHIR_ANSWER)
+def _allowed(request: Request, resource_type: str, permission: Permission) -> Principal:
+    """A known type, and a token whose scopes permit the interaction on it."""
+    _known_type(resource_type)
+    principal: Principal = request.state.principal
+    require(principal, resource_type, permission)
+    return principal
+
+
+def _visible(session: Session, resource_type: str, logical_id: str) -> None:
+    # Another site's resource is answered as unknown: its existence is not revealed (issue 7).
+    if not can_see(session, resource_type, logical_id):
+        raise error(404, "not-found", f"{resource_type}/{logical_id} is not known")
+
+
+@public_router.get("/metadata", summary="CapabilityStatement", responses=FHIR_ANSWER)
 def metadata(request: Request) -> Response:
     return fhir_response(capability_statement(_base(request)))
 
@@ -72,6 +93,7 @@ async def bundle(request: Request, settings: SettingsDep, db: DatabaseDep) -> Re
         retries=settings.write_retries,
         checks=request.app.state.checks,
         prefer=prefer(request).get("return", "minimal"),
+        principal=request.state.principal,
     )
     return fhir_response(answer)
 
@@ -86,7 +108,7 @@ async def bundle(request: Request, settings: SettingsDep, db: DatabaseDep) -> Re
 async def create(
     resource_type: TypeParam, request: Request, settings: SettingsDep, db: DatabaseDep
 ) -> Response:
-    _known_type(resource_type)
+    _allowed(request, resource_type, Permission.CREATE)
     data = await read_fhir_json(request, settings)
     validate_resource(data, expected_type=resource_type)
     entry = Entry(
@@ -108,7 +130,7 @@ async def create(
 async def update(
     resource_type: TypeParam, logical_id: IdParam, request: Request, settings: SettingsDep, db: DatabaseDep
 ) -> Response:
-    _known_type(resource_type)
+    _allowed(request, resource_type, Permission.UPDATE)
     data = await read_fhir_json(request, settings)
     validate_resource(data, expected_type=resource_type)
     entry = Entry(
@@ -131,7 +153,7 @@ async def update(
 async def conditional_update(
     resource_type: TypeParam, request: Request, settings: SettingsDep, db: DatabaseDep
 ) -> Response:
-    _known_type(resource_type)
+    _allowed(request, resource_type, Permission.UPDATE)
     query = list(request.query_params.multi_items())
     if not query:
         raise error(
@@ -159,7 +181,7 @@ async def conditional_update(
 async def delete(
     resource_type: TypeParam, logical_id: IdParam, request: Request, settings: SettingsDep, db: DatabaseDep
 ) -> Response:
-    _known_type(resource_type)
+    _allowed(request, resource_type, Permission.DELETE)
     entry = Entry(
         index=0,
         method="DELETE",
@@ -172,7 +194,12 @@ async def delete(
 
 async def _write(request: Request, db: Any, settings: Any, entry: Entry) -> Response:
     outcome: EntryOutcome = await run_in_threadpool(
-        write_one, db, entry, retries=settings.write_retries, checks=request.app.state.checks
+        write_one,
+        db,
+        entry,
+        retries=settings.write_retries,
+        checks=request.app.state.checks,
+        principal=request.state.principal,
     )
     headers: dict[str, str] = {}
     if outcome.location:
@@ -195,7 +222,7 @@ async def _write(request: Request, db: Any, settings: Any, entry: Entry) -> Resp
 
 @router.get("/{resource_type}", summary="Search", responses=FHIR_ANSWER)
 def search(resource_type: TypeParam, request: Request, settings: SettingsDep, db: DatabaseDep) -> Response:
-    _known_type(resource_type)
+    _allowed(request, resource_type, Permission.SEARCH)
     params = list(request.query_params.multi_items())
     query = parse_search(
         resource_type,
@@ -212,7 +239,8 @@ def search(resource_type: TypeParam, request: Request, settings: SettingsDep, db
 def type_history(
     resource_type: TypeParam, request: Request, settings: SettingsDep, db: DatabaseDep
 ) -> Response:
-    _known_type(resource_type)
+    if not _allowed(request, resource_type, Permission.SEARCH).all_sites:
+        raise Forbidden("The history of a whole type spans every site: it is for the trial office")
     count_text = request.query_params.get("_count", str(settings.page_size_default))
     offset_text = request.query_params.get("_offset", "0")
     if not count_text.isdigit() or not offset_text.isdigit():
@@ -231,25 +259,30 @@ def type_history(
 
 @router.get("/{resource_type}/{logical_id}", summary="Read", responses=FHIR_ANSWER)
 def read(resource_type: TypeParam, logical_id: IdParam, request: Request, db: DatabaseDep) -> Response:
-    _known_type(resource_type)
+    _allowed(request, resource_type, Permission.READ)
     with db.read() as session:
+        _visible(session, resource_type, logical_id)
         found = reads.read(session, resource_type, logical_id)
     return _found(found)
 
 
 @router.get("/{resource_type}/{logical_id}/_history", summary="History of a resource", responses=FHIR_ANSWER)
 def history(resource_type: TypeParam, logical_id: IdParam, request: Request, db: DatabaseDep) -> Response:
-    _known_type(resource_type)
+    _allowed(request, resource_type, Permission.READ)
     with db.read() as session:
+        _visible(session, resource_type, logical_id)
         return fhir_response(reads.history(session, resource_type, logical_id, _base(request)))
 
 
 @router.get(
     "/{resource_type}/{logical_id}/_history/{version_id}", summary="Read a version", responses=FHIR_ANSWER
 )
-def vread(resource_type: TypeParam, logical_id: IdParam, version_id: str, db: DatabaseDep) -> Response:
-    _known_type(resource_type)
+def vread(
+    resource_type: TypeParam, logical_id: IdParam, version_id: str, request: Request, db: DatabaseDep
+) -> Response:
+    _allowed(request, resource_type, Permission.READ)
     with db.read() as session:
+        _visible(session, resource_type, logical_id)
         found = reads.vread(session, resource_type, logical_id, version_id)
     return _found(found)
 

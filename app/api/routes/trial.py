@@ -9,11 +9,15 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from app.api.auth import READ_PATIENT_DATA, requires
 from app.api.csv import csv_response, wants_csv
 from app.api.deps import DatabaseDep, ProtocolDep, SettingsDep
+from app.domain.access import Permission
 from app.services import anchors, reports, timeline
 
 router = APIRouter(prefix="/api/v1", tags=["Trial"])
+SET_ANCHOR = requires(("Basic", Permission.CREATE), ("Basic", Permission.UPDATE))
+REMOVE_ANCHOR = requires(("Basic", Permission.DELETE))
 PROBLEM = {"content": {"application/problem+json": {}}, "description": "Problem details (RFC 9457)"}
 ERRORS: dict[int | str, dict[str, Any]] = {404: PROBLEM, 422: PROBLEM}
 PatientKey = Annotated[
@@ -38,7 +42,8 @@ def protocol(request: Request, protocol: ProtocolDep) -> dict[str, Any]:
 
 
 @router.get(
-    "/patients/{key}/timeline",
+    dependencies=[READ_PATIENT_DATA],
+    path="/patients/{key}/timeline",
     summary="A patient's anchors, timepoints and classified MRD results",
     responses=ERRORS,
 )
@@ -47,7 +52,8 @@ def patient_timeline(key: PatientKey, db: DatabaseDep, protocol: ProtocolDep) ->
 
 
 @router.get(
-    "/timepoints/{name}",
+    dependencies=[READ_PATIENT_DATA],
+    path="/timepoints/{name}",
     summary="The cohort's chosen result per patient at a timepoint (JSON, or CSV with Accept: text/csv)",
     responses={**ERRORS, 200: {"content": {"application/json": {}, "text/csv": {}}}},
 )
@@ -65,13 +71,18 @@ def timepoint(
     return JSONResponse(answer)
 
 
-@router.get("/reports/unmapped-codes", summary="Codes no trial concept maps: code, system, count, sites")
+@router.get(
+    dependencies=[READ_PATIENT_DATA],
+    path="/reports/unmapped-codes",
+    summary="Codes no trial concept maps: code, system, count, sites",
+)
 def unmapped_codes(db: DatabaseDep, protocol: ProtocolDep) -> dict[str, Any]:
     return reports.unmapped_code_report(db, protocol)
 
 
 @router.put(
     "/patients/{key}/anchors/{name}",
+    dependencies=[SET_ANCHOR],
     summary="Set an anchor date as the trial office (versioned)",
     responses=ERRORS,
 )
@@ -92,6 +103,7 @@ async def set_anchor(
 
 @router.delete(
     "/patients/{key}/anchors/{name}",
+    dependencies=[REMOVE_ANCHOR],
     summary="Remove the trial office's anchor",
     status_code=204,
     responses=ERRORS,

@@ -1,0 +1,103 @@
+"""The request time limit: an answer by the deadline, and no write committed after it.
+
+Past the limit the client is answered at once, without waiting for the work: 408 Request Timeout while its
+body has not all arrived (RFC 9110 section 15.5.9: the server stopped waiting for the request), otherwise
+503 Service Unavailable with Retry-After (section 15.6.4: the server could not finish in time and the client
+may retry; FHIR writes here are idempotent, so a retry stores each result once). The work itself stops at its
+next database statement and is rolled back, and the commit and the answer are exclusive (see Deadline).
+"""
+
+import anyio
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.errors import unavailable
+from app.db.engine import Deadline, current_deadline
+
+BODY_METHODS = ("POST", "PUT", "PATCH")
+log = structlog.stdlib.get_logger("mrdhub.limits")
+
+
+class RequestTimeout:
+    """ASGI middleware: each HTTP request gets `timeout_s` seconds, enforced as the module says."""
+
+    def __init__(self, app: ASGIApp, *, timeout_s: float, retry_after_s: int) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+        self.retry_after_s = retry_after_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = Deadline(self.timeout_s)
+        body_pending = scope["method"] in BODY_METHODS
+        answered = False  # by the app
+        timed_out = False
+
+        async def receive_tracked() -> Message:
+            nonlocal body_pending
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_pending = False
+            return message
+
+        async def send_unless_timed_out(message: Message) -> None:
+            nonlocal answered
+            if timed_out:
+                return  # the client has its answer already
+            if message["type"] == "http.response.start":
+                answered = True
+            await send(message)
+
+        async def watch(cancel: anyio.CancelScope) -> None:
+            nonlocal timed_out
+            await anyio.sleep(deadline.remaining())
+            while not answered:
+                if deadline.expire():
+                    timed_out = True
+                    await self._answer(scope, send, body_pending=body_pending)
+                    cancel.cancel()
+                    return
+                await anyio.sleep(0.01)  # a commit is under way and its own answer follows
+
+        failure: Exception | None = None
+        token = current_deadline.set(deadline)
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(watch, group.cancel_scope)
+                try:
+                    await self.app(scope, receive_tracked, send_unless_timed_out)
+                except Exception as exc:  # re-raised below, outside the task group
+                    failure = exc
+                if not timed_out:
+                    group.cancel_scope.cancel()  # else the watcher is still sending its answer: let it finish
+        finally:
+            current_deadline.reset(token)
+        if failure is not None and not timed_out:
+            raise failure
+        if failure is not None:
+            log.warning("error_after_timeout", exc_info=failure)
+
+    async def _answer(self, scope: Scope, send: Send, *, body_pending: bool) -> None:
+        if body_pending:
+            response = unavailable(
+                scope["path"],
+                f"The request body did not arrive within {self.timeout_s:g} s",
+                status=408,
+                code="timeout",
+            )
+        else:
+            response = unavailable(
+                scope["path"],
+                f"The request did not complete within {self.timeout_s:g} s; unfinished work was rolled back. "
+                "Retry later.",
+                code="timeout",
+                retry_after_s=self.retry_after_s,
+            )
+        log.warning("request_timeout", status=response.status_code, timeout_s=self.timeout_s)
+
+        async def no_body() -> Message:
+            return {"type": "http.disconnect"}
+
+        await response(scope, no_body, send)
