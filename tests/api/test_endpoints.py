@@ -231,3 +231,120 @@ async def test_an_empty_trial_gives_null_rates_with_a_reason(client: httpx.Async
     assert overall["n"] == 0
     assert overall["rate"] is None
     assert overall["reason"]
+
+
+async def patient_ref(client: httpx.AsyncClient, mrn: str) -> str:
+    found = (
+        await client.get(
+            "/fhir/Patient", params={"identifier": f"urn:oid:2.16.840.1.113883.2.4.6.3.test|{mrn}"}
+        )
+    ).json()
+    return f"Patient/{found['entry'][0]['resource']['id']}"
+
+
+def adverse_event(subject: str, ident: str, term: str, grade: int, date: str) -> dict[str, Any]:
+    return {
+        "resourceType": "AdverseEvent",
+        "actuality": "actual",
+        "identifier": {"system": "urn:test:ae", "value": ident},
+        "event": {"text": term},
+        "subject": {"reference": subject},
+        "date": f"{date}T10:00:00+08:00",
+        "extension": [{"url": "urn:mrdhub:ctcae-grade", "valueInteger": grade}],
+    }
+
+
+def charge(subject: str, ident: str, amount: str, date: str) -> dict[str, Any]:
+    return {
+        "resourceType": "ChargeItem",
+        "status": "billed",
+        "identifier": [{"system": "urn:test:charge", "value": ident}],
+        "code": {"text": "inpatient care"},
+        "subject": {"reference": subject},
+        "occurrenceDateTime": f"{date}T10:00:00+08:00",
+        "priceOverride": {"value": float(amount), "currency": "CNY"},
+    }
+
+
+@pytest.fixture
+async def follow_up(client: httpx.AsyncClient, cohort: None) -> None:
+    """S1: a CRS (grade 3) inside the AE window and febrile neutropenia before day 19; charges on day 5,
+    day 184 (31 Aug, the last day of 6 calendar months) and day 185 (1 Sep). S3 relapses. S2 withdraws."""
+    s1, s3 = [await patient_ref(client, m) for m in ("S1", "S3")]
+    entries = [
+        post(adverse_event(s1, "AE-1", "Cytokine release syndrome", 3, "2025-03-26")),
+        post(adverse_event(s1, "AE-2", "Febrile neutropenia", 2, "2025-03-10")),
+        post(charge(s1, "C-1", "1000.50", "2025-03-05")),
+        post(charge(s1, "C-2", "500", "2025-08-31")),
+        post(charge(s1, "C-3", "700", "2025-09-01")),
+        post(
+            {
+                "resourceType": "Condition",
+                "code": {"coding": [{"system": "urn:mrdhub:concept", "code": "relapse"}]},
+                "verificationStatus": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                            "code": "confirmed",
+                        }
+                    ]
+                },
+                "subject": {"reference": s3},
+                "onsetDateTime": "2025-10-01",
+            }
+        ),
+    ]
+    answer = await client.post("/fhir", json=bundle(*entries), headers=FHIR_JSON)
+    assert answer.status_code == 200, answer.text
+    subject = (
+        await client.get("/fhir/ResearchSubject", params={"identifier": "urn:test:subject|S2"})
+    ).json()["entry"][0]["resource"]
+    withdrawn = subject | {"status": "withdrawn"}
+    assert (
+        await client.put(f"/fhir/ResearchSubject/{subject['id']}", json=withdrawn, headers=FHIR_JSON)
+    ).status_code == 200
+
+
+async def endpoint(client: httpx.AsyncClient, path: str) -> dict[str, Any]:
+    answer = await client.get(f"/api/v1/{path}", params={"as_of": "2026-12-31"})
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+async def test_adverse_events_count_only_inside_the_window(
+    client: httpx.AsyncClient, follow_up: None
+) -> None:
+    body = await endpoint(client, "endpoints/adverse-events")
+    crs = body["by_term"]["cytokine release syndrome"]["study"]
+    assert (crs["with_event"], crs["grade_3_or_more"]) == (1, 1)
+    assert "febrile neutropenia" not in body["by_term"]  # day 10: before day 19
+    assert body["special_interest"]["cytokine release syndrome"]["study"]["with_event"] == 1
+
+
+async def test_costs_sum_six_calendar_months_from_induction_day_1(
+    client: httpx.AsyncClient, follow_up: None
+) -> None:
+    body = await endpoint(client, "endpoints/costs")
+    assert body["currency"] == "CNY"
+    study = body["study"]
+    assert study["n"] == 1  # patients without charges are excluded, not counted as 0
+    assert study["median"] == 1500.5  # day 5 and day 184 count; day 185 does not
+
+
+async def test_efs_counts_the_relapse_and_keeps_the_withdrawn_patient(
+    client: httpx.AsyncClient, follow_up: None
+) -> None:
+    body = await endpoint(client, "endpoints/efs")
+    assert (body["study"]["n"], body["study"]["events"]) == (4, 1)
+    assert body["control"]["n"] == 2
+    assert "log_rank" in body
+    primary_full = (await primary(client, assay="flow", analysis_set="full"))["overall"]
+    assert primary_full["n"] == 4  # intention to treat: the withdrawn patient stays in the full set
+
+
+async def test_consort_counts_every_step(client: httpx.AsyncClient, cohort: None) -> None:
+    body = await endpoint(client, "consort")
+    steps = {s["step"]: s["n"] for s in body["steps"]}
+    assert steps["enrolled"] == 4
+    assert body["historical_controls_enrolled"] == 2
