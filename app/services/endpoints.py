@@ -118,65 +118,31 @@ def mrd_response(
     )
 
 
-def efs(
+# The secondary analyses share one shape: a set, an optional assay for per-protocol membership, a cut-off.
+SECONDARY: dict[str, tuple[Callable[..., Any], Callable[..., dict[str, Any]]]] = {
+    "efs": (ep.event_free_survival, ep.efs_to_json),
+    "adverse-events": (ep.adverse_events, ep.adverse_events_to_json),
+    "costs": (ep.healthcare_costs, ep.costs_to_json),
+}
+
+
+def secondary(
     db: Database,
     protocol: Protocol,
+    name: str,
     *,
     analysis_set: str,
     assay: str | None,
     as_of: AsOf,
     explain: bool,
 ) -> dict[str, Any]:
+    analyse, to_json = SECONDARY[name]
     day = resolve_as_of(protocol, as_of)
     timelines = cohort_timelines(db, protocol, as_of)
     chosen = _assay(assay) if assay else None
     return _run(
-        lambda: ep.efs_to_json(
-            ep.event_free_survival(
-                timelines=timelines, protocol=protocol, as_of=day, analysis_set=analysis_set, assay=chosen
-            ),
-            explain=explain,
-        )
-    )
-
-
-def adverse_events(
-    db: Database,
-    protocol: Protocol,
-    *,
-    analysis_set: str,
-    assay: str | None,
-    as_of: AsOf,
-    explain: bool,
-) -> dict[str, Any]:
-    day = resolve_as_of(protocol, as_of)
-    timelines = cohort_timelines(db, protocol, as_of)
-    chosen = _assay(assay) if assay else None
-    return _run(
-        lambda: ep.adverse_events_to_json(
-            ep.adverse_events(
-                timelines=timelines, protocol=protocol, as_of=day, analysis_set=analysis_set, assay=chosen
-            ),
-            explain=explain,
-        )
-    )
-
-
-def costs(
-    db: Database,
-    protocol: Protocol,
-    *,
-    analysis_set: str,
-    assay: str | None,
-    as_of: AsOf,
-    explain: bool,
-) -> dict[str, Any]:
-    day = resolve_as_of(protocol, as_of)
-    timelines = cohort_timelines(db, protocol, as_of)
-    chosen = _assay(assay) if assay else None
-    return _run(
-        lambda: ep.costs_to_json(
-            ep.healthcare_costs(
+        lambda: to_json(
+            analyse(
                 timelines=timelines, protocol=protocol, as_of=day, analysis_set=analysis_set, assay=chosen
             ),
             explain=explain,

@@ -76,9 +76,10 @@ def efs(
     as_of: AsOf = None,
     explain: Explain = False,
 ) -> dict[str, Any]:
-    return endpoints.efs(
+    return endpoints.secondary(
         db,
         protocol,
+        "efs",
         analysis_set=analysis_set,
         assay=assay,
         as_of=endpoints.parse_as_of(as_of),
@@ -99,9 +100,10 @@ def adverse_events(
     as_of: AsOf = None,
     explain: Explain = False,
 ) -> dict[str, Any]:
-    return endpoints.adverse_events(
+    return endpoints.secondary(
         db,
         protocol,
+        "adverse-events",
         analysis_set=analysis_set,
         assay=assay,
         as_of=endpoints.parse_as_of(as_of),
@@ -120,9 +122,10 @@ def costs(
     as_of: AsOf = None,
     explain: Explain = False,
 ) -> dict[str, Any]:
-    return endpoints.costs(
+    return endpoints.secondary(
         db,
         protocol,
+        "costs",
         analysis_set=analysis_set,
         assay=assay,
         as_of=endpoints.parse_as_of(as_of),
