@@ -12,6 +12,7 @@ from app.api.auth import READ_PATIENT_DATA, requires
 from app.api.csv import csv_response, wants_csv
 from app.api.deps import DatabaseDep, ProtocolDep, SettingsDep, read_fhir_json
 from app.api.routes.trial import ERRORS, PatientKey
+from app.api.schemas import Eligibility
 from app.domain.access import Permission
 from app.services import cds, eligibility, screening
 from app.services.errors import NotFound
@@ -46,8 +47,8 @@ class ScreeningIn(BaseModel):
 )
 def patient_eligibility(
     key: PatientKey, db: DatabaseDep, protocol: ProtocolDep, as_of: AsOf = None
-) -> dict[str, Any]:
-    return eligibility.stored_patient_eligibility(db, protocol, key, as_of)
+) -> Eligibility:
+    return Eligibility.model_validate(eligibility.stored_patient_eligibility(db, protocol, key, as_of))
 
 
 @router.post(
@@ -64,9 +65,11 @@ def patient_eligibility(
 )
 async def adhoc_eligibility(
     request: Request, settings: SettingsDep, protocol: ProtocolDep, as_of: AsOf = None
-) -> dict[str, Any]:
+) -> Eligibility:
     data = await read_fhir_json(request, settings)
-    return await run_in_threadpool(eligibility.adhoc_eligibility, protocol, data, as_of)
+    return Eligibility.model_validate(
+        await run_in_threadpool(eligibility.adhoc_eligibility, protocol, data, as_of)
+    )
 
 
 @router.post(

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.auth import READ_PATIENT_DATA, requires
 from app.api.csv import csv_response, wants_csv
 from app.api.deps import DatabaseDep, ProtocolDep, SettingsDep
+from app.api.schemas import Timeline, TimepointCohort
 from app.domain.access import Permission
 from app.services import anchors, reports, timeline
 
@@ -47,15 +48,15 @@ def protocol(request: Request, protocol: ProtocolDep) -> dict[str, Any]:
     summary="A patient's anchors, timepoints and classified MRD results",
     responses=ERRORS,
 )
-def patient_timeline(key: PatientKey, db: DatabaseDep, protocol: ProtocolDep) -> dict[str, Any]:
-    return timeline.patient_timeline(db, protocol, key)
+def patient_timeline(key: PatientKey, db: DatabaseDep, protocol: ProtocolDep) -> Timeline:
+    return Timeline.model_validate(timeline.patient_timeline(db, protocol, key))
 
 
 @router.get(
     dependencies=[READ_PATIENT_DATA],
     path="/timepoints/{name}",
     summary="The cohort's chosen result per patient at a timepoint (JSON, or CSV with Accept: text/csv)",
-    responses={**ERRORS, 200: {"content": {"application/json": {}, "text/csv": {}}}},
+    responses={**ERRORS, 200: {"model": TimepointCohort, "content": {"text/csv": {}}}},
 )
 def timepoint(
     request: Request,
