@@ -6,7 +6,7 @@ from fastapi import Depends, FastAPI
 
 from app.api import audit, auth, errors
 from app.api.limits import RequestTimeout
-from app.api.routes import eligibility, endpoints, fhir, health, trial
+from app.api.routes import eligibility, endpoints, fhir, health, plots, trial
 from app.db.engine import Database
 from app.observability import RequestLog, configure_logging
 from app.protocol import load_protocol
@@ -67,6 +67,13 @@ def create_app(
     app.include_router(auth.router)
     app.include_router(fhir.public_router)
     protected = [Depends(auth.current_principal)]
-    for router in (endpoints.fhir_router, fhir.router, trial.router, eligibility.router, endpoints.router):
+    for router in (
+        endpoints.fhir_router,
+        fhir.router,
+        trial.router,
+        eligibility.router,
+        endpoints.router,
+        plots.router,
+    ):
         app.include_router(router, dependencies=protected)
     return app
