@@ -5,7 +5,7 @@ import logging
 from fastapi import Depends, FastAPI
 
 from app.api import audit, auth, errors
-from app.api.limits import RequestTimeout
+from app.api.limits import BodyLimit, RequestTimeout
 from app.api.routes import eligibility, endpoints, fhir, health, plots, trial
 from app.db.engine import Database
 from app.observability import RequestLog, configure_logging
@@ -58,6 +58,7 @@ def create_app(
     # Middleware added later wraps what was added before. The time limit sits inside the audit (which then
     # records a timed-out request, outside its deadline); the request log is outermost, so every answer,
     # a timeout's included, gets a request id and a log line.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         RequestTimeout, timeout_s=settings.request_timeout_s, retry_after_s=settings.retry_after_s
     )

@@ -73,7 +73,10 @@ def configure_logging(level: str) -> None:
         )
     )
     root = logging.getLogger()
-    for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+    # Ours from an earlier call, and a plain one from logging.basicConfig, which would print tracebacks
+    # with their messages; other handlers (a test harness's, a supervisor's) stay.
+    replaced = [h for h in root.handlers if isinstance(h, _StderrHandler) or type(h) is logging.StreamHandler]
+    for old in replaced:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())

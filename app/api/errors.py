@@ -90,7 +90,7 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     if not is_unavailable(exc):
         return await _unexpected(request, exc)
     log.warning("database_unavailable", route=_route(request), exc_info=exc)
-    return unavailable(
+    return refusal(
         request.url.path,
         "The database is unavailable; retry later.",
         code="transient",
@@ -117,7 +117,7 @@ def _unstorable(request: Request, exc: DataError) -> Response:
 
 async def _deadline_exceeded(request: Request, exc: DeadlineExceeded) -> Response:
     # Usually RequestTimeout has answered already and this answer is dropped; the work hit the deadline first.
-    return unavailable(
+    return refusal(
         request.url.path,
         "The request did not complete in time; unfinished work was rolled back. Retry later.",
         code="timeout",
@@ -143,16 +143,19 @@ def _route(request: Request) -> str:
     return str(getattr(request.scope.get("route"), "path", "<unmatched>"))
 
 
-def unavailable(
+TITLES = {408: "Request timeout", 413: "Content too large", 503: "Service unavailable"}
+
+
+def refusal(
     path: str, diagnostics: str, *, code: str, status: int = 503, retry_after_s: int | None = None
 ) -> Response:
-    """A 503 (or 408) that the client should retry: OperationOutcome on /fhir, problem details elsewhere."""
+    """A request refused before or without its handler (a limit, a timeout, the database away): an
+    OperationOutcome on /fhir, problem details elsewhere; Retry-After when a retry may succeed."""
     headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
     if _is_fhir_path(path):
         outcome = operation_outcome([Issue("error", code, diagnostics)])
         return fhir_response(outcome, status=status, headers=headers)
-    title = "Request timeout" if status == 408 else "Service unavailable"
-    return problem(status, title, diagnostics, headers=headers)
+    return problem(status, TITLES.get(status, "Request refused"), diagnostics, headers=headers)
 
 
 def problem(

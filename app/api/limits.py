@@ -1,4 +1,9 @@
-"""The request time limit: an answer by the deadline, and no write committed after it.
+"""Limits that hold for every route: the body size, and the request time limit.
+
+Body size: read_fhir_json enforces it on FHIR writes with its own message; BodyLimit holds every other body
+(the trial API's JSON, CDS Hooks) to the same limit, as a 413.
+
+Time: an answer by the deadline, and no write committed after it.
 
 Past the limit the client is answered at once, without waiting for the work: 408 Request Timeout while its
 body has not all arrived (RFC 9110 section 15.5.9: the server stopped waiting for the request), otherwise
@@ -11,11 +16,63 @@ import anyio
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.errors import unavailable
+from app.api.errors import refusal
 from app.db.engine import Deadline, current_deadline
 
 BODY_METHODS = ("POST", "PUT", "PATCH")
 log = structlog.stdlib.get_logger("mrdhub.limits")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: a body over `max_bytes` (declared, or as it streams in) is a 413."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, send)
+            return
+        received = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise _BodyTooLarge
+            return message
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, send_tracked)
+        except _BodyTooLarge:
+            if not started:
+                await self._refuse(scope, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        response = refusal(
+            scope["path"], f"Body exceeds the limit of {self.max_bytes} bytes", code="too-costly", status=413
+        )
+        await response(scope, _disconnected, send)
+
+
+async def _disconnected() -> Message:
+    return {"type": "http.disconnect"}
 
 
 class RequestTimeout:
@@ -81,14 +138,14 @@ class RequestTimeout:
 
     async def _answer(self, scope: Scope, send: Send, *, body_pending: bool) -> None:
         if body_pending:
-            response = unavailable(
+            response = refusal(
                 scope["path"],
                 f"The request body did not arrive within {self.timeout_s:g} s",
                 status=408,
                 code="timeout",
             )
         else:
-            response = unavailable(
+            response = refusal(
                 scope["path"],
                 f"The request did not complete within {self.timeout_s:g} s; unfinished work was rolled back. "
                 "Retry later.",
@@ -96,8 +153,4 @@ class RequestTimeout:
                 retry_after_s=self.retry_after_s,
             )
         log.warning("request_timeout", status=response.status_code, timeout_s=self.timeout_s)
-
-        async def no_body() -> Message:
-            return {"type": "http.disconnect"}
-
-        await response(scope, no_body, send)
+        await response(scope, _disconnected, send)

@@ -45,7 +45,6 @@ def make_engine(url: str, *, connect_timeout_s: int = 5, statement_timeout_s: fl
             pool_pre_ping=True,
             pool_size=20,
             max_overflow=20,
-            pool_timeout=connect_timeout_s,
             connect_args=connect_args,
             hide_parameters=True,
         )

@@ -10,6 +10,7 @@ from app.fhir.search_params import COMMON, CONTROL, SORTS, SearchParam, params_f
 
 Prefix = Literal["eq", "ne", "gt", "lt", "ge", "le"]
 PREFIXES: tuple[Prefix, ...] = ("eq", "ne", "gt", "lt", "ge", "le")
+MAX_DIGITS = 9  # paging beyond a billion results is a mistake, and SQLite cannot bind a larger offset
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,12 @@ def parse_search(
 
 def _control(query: SearchQuery, name: str, value: str, max_count: int) -> None:
     if name in ("_count", "_offset"):
-        if not value.isdigit():
-            raise error(400, "value", f"{name} must be a non-negative integer, not '{value}'")
+        if not value.isdigit() or len(value) > MAX_DIGITS:
+            raise error(
+                400,
+                "value",
+                f"{name} must be a non-negative integer below 10^{MAX_DIGITS}, not '{value[:20]}'",
+            )
         if name == "_count":
             query.count = min(int(value), max_count)
         else:

@@ -165,3 +165,9 @@ async def test_identifier_search_works_for_every_type(
     client: httpx.AsyncClient, cohort: dict[str, str]
 ) -> None:
     assert await found(client, "Observation", {"identifier": f"{LAB_SYSTEM}|A-3"}) == ["A-3"]
+
+
+async def test_an_absurd_offset_is_a_400_not_a_crash(client: httpx.AsyncClient) -> None:
+    huge = "1" + "0" * 30
+    assert (await client.get("/fhir/Observation", params={"_offset": huge})).status_code == 400
+    assert (await client.get("/fhir/Observation/_history", params={"_offset": huge})).status_code == 400

@@ -243,7 +243,7 @@ def type_history(
         raise Forbidden("The history of a whole type spans every site: it is for the trial office")
     count_text = request.query_params.get("_count", str(settings.page_size_default))
     offset_text = request.query_params.get("_offset", "0")
-    if not count_text.isdigit() or not offset_text.isdigit():
+    if not (count_text.isdigit() and offset_text.isdigit()) or max(len(count_text), len(offset_text)) > 9:
         raise error(400, "value", "_count and _offset must be non-negative integers")
     with db.read() as session:
         return fhir_response(
