@@ -207,9 +207,16 @@ async def test_under_uvicorn_no_access_log_line_carries_the_query_string(
         assert MRN in answer.text
         missing = await c.get(f"/fhir/Patient/{MRN}")
         assert missing.status_code == 404
-    captured = capfd.readouterr()
-    assert_no_phi(captured.out + captured.err)
-    requests = [line for line in json_lines(captured.err) if line["event"] == "request"]
+    # The server thread writes its request line after the answer has left: wait for both lines.
+    out, err = "", ""
+    for _ in range(100):
+        captured = capfd.readouterr()
+        out, err = out + captured.out, err + captured.err
+        if sum(line["event"] == "request" for line in json_lines(err)) >= 2:
+            break
+        time.sleep(0.02)
+    assert_no_phi(out + err)
+    requests = [line for line in json_lines(err) if line["event"] == "request"]
     assert [(r["route"], r["status"]) for r in requests] == [
         ("/fhir/{resource_type}", 200),
         ("/fhir/{resource_type}/{logical_id}", 404),
