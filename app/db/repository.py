@@ -1,11 +1,11 @@
 """Persistence of FHIR resources: the only module writing the store's tables. It flushes, never commits.
 
 Resource rows are read as plain `Stored` values and written with SQLAlchemy Core in batches, not through
-the ORM unit of work: a bundle's new resources are one INSERT ... RETURNING, and each child table
-(versions, identifiers, search index) one more statement, whatever the number of entries.
+the ORM unit of work: whatever the number of entries, a bundle's new resources are one INSERT ... RETURNING,
+and their versions, identifiers and search values one more statement (on PostgreSQL; an executemany per
+table elsewhere).
 """
 
-import hashlib
 import json
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -23,7 +23,6 @@ from sqlalchemy import (
     func,
     insert,
     select,
-    text,
     tuple_,
     update,
 )
@@ -55,11 +54,6 @@ CURRENT = (
     ResourceRow.content,
 )
 CurrentSelect = Select[int, str, str | None, int, datetime, bool, str]
-# pg_advisory_xact_lock(key space, id): the key space of natural keys ("MRDH").
-NATURAL_KEY_LOCKS = 0x4D524448
-LOCK_NATURAL_KEYS = text(
-    "SELECT pg_advisory_xact_lock(:space, id) FROM unnest(CAST(:ids AS INTEGER[])) AS id ORDER BY id"
-)
 # Rows to insert, column by column: each column's values in one list.
 Columns = dict[str, list[Any]]
 # Built once: the statement every write runs first.
@@ -141,26 +135,6 @@ def by_natural_keys(
         return {}
     rows = session.execute(BY_NATURAL_KEYS, {"keys": list(keys)})
     return {(row[0], row[1], row[2]): _stored(row[3:]) for row in rows}
-
-
-def lock_natural_keys(session: Session, keys: Collection[tuple[str, str, str]]) -> bool:
-    """PostgreSQL: wait for, then hold until the transaction ends, a lock on each natural key.
-
-    A writer about to create resources under keys it did not find takes these first, so that a concurrent
-    writer of the same key waits for it to commit and then finds its resource. The unique constraint stays
-    the guarantee; the lock only spares the retry. Transaction-level advisory locks in their own key space,
-    taken in one order (a 32-bit hash collision only makes a writer wait). False where there are none.
-    """
-    if not keys or session.get_bind().dialect.name != "postgresql":
-        return False
-    ids = sorted({_lock_id(key) for key in keys})
-    session.execute(LOCK_NATURAL_KEYS, {"space": NATURAL_KEY_LOCKS, "ids": ids})
-    return True
-
-
-def _lock_id(key: tuple[str, str, str]) -> int:
-    digest = hashlib.blake2b("\x1f".join(key).encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 def write_versions(session: Session, versions: Sequence[NewVersion], *, now: datetime) -> list[int]:

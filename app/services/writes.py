@@ -246,12 +246,6 @@ def _look_up_natural_keys(run: Run, writes: list[Entry]) -> None:
             if key is not None:
                 keys.add(key)
     _natural_rows(run, keys)
-    # Another sender may be creating the same resource right now (the same patient in two reports of one
-    # lab run). Waiting for it here, then looking again, finds its resource instead of failing on the
-    # unique constraint at the end and redoing the whole unit of work.
-    missing = [k for k in keys if run.natural[k] is None]
-    if repo.lock_natural_keys(run.session, missing):
-        run.natural.update(repo.by_natural_keys(run.session, missing))
 
 
 def _natural_rows(run: Run, keys: list[NaturalKey] | set[NaturalKey]) -> list[repo.Stored]:
@@ -421,8 +415,12 @@ def _resolve_references(
             )
             continue
         target = local_target(reference)
-        if target is not None and f"{target[0]}/{target[1]}" not in written:
-            checked.local.setdefault(target, where)
+        if target is None or f"{target[0]}/{target[1]}" in written:
+            continue
+        known = run.resources.get(target)
+        if known is not None and not known.is_new and not known.deleted:
+            continue  # live as this run saw or wrote it (a run may apply several lists of entries)
+        checked.local.setdefault(target, where)
     return checked
 
 
