@@ -39,7 +39,23 @@ def in_transaction(db: Database, work: Callable[[Session], T], *, retries: int) 
             with db.transaction() as session:
                 return work(session)
         except DBAPIError as exc:
-            if attempt == retries or not _is_race(exc):
+            if not _is_race(exc):
+                raise
+            if attempt == retries:
+                if isinstance(exc, IntegrityError):
+                    # Still a unique violation after every retry saw the winners' rows: not a race but two
+                    # claims on one business identifier within this request (e.g. a POST and a PUT to
+                    # another id). The request is in conflict with itself; nothing was written.
+                    raise FhirError(
+                        409,
+                        [
+                            Issue(
+                                "error",
+                                "conflict",
+                                "Two entries claim the same business identifier for different resources",
+                            )
+                        ],
+                    ) from None
                 raise
     raise AssertionError("unreachable")
 

@@ -7,7 +7,7 @@ from typing import Any
 from app.db.engine import Database
 from app.db.patients import patient_ids
 from app.domain.mrd import MrdClassification
-from app.domain.protocol import Assay, Protocol
+from app.domain.protocol import Protocol
 from app.domain.timeline import PatientTimeline, build_timeline
 from app.domain.timepoints import Anchor, Course, Placement, TimepointOutcome, trial_day
 from app.services.errors import InvalidInput, NotFound
@@ -188,4 +188,3 @@ def _clinical_text(placement: Placement) -> str | None:
     return "-".join(p for p in parts if p)
 
 
-ASSAYS = tuple(a.value for a in Assay)

@@ -291,3 +291,20 @@ def _without_references(node: Any) -> Any:
     if isinstance(node, list):
         return [_without_references(v) for v in node]
     return node
+
+
+async def test_one_identifier_claimed_by_a_post_and_a_put_in_one_bundle_is_a_409(
+    client: httpx.AsyncClient,
+) -> None:
+    created = await client.post("/fhir/Patient", json=patient("MRN-1"), headers=FHIR_JSON)
+    subject = f"Patient/{created.json()['id']}"
+    answer = await send(
+        client,
+        bundle(
+            post(mrd("ACC-1", subject)),
+            put(mrd("ACC-1", subject, value=0.2) | {"id": "other-id"}, "Observation/other-id"),
+        ),
+    )
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["issue"][0]["code"] == "conflict"
+    assert await total(client, "Observation") == 0
