@@ -43,3 +43,5 @@ class Settings(BaseSettings):
     # CDS Hooks: how long to wait for the EHR's FHIR server, and whether ineligible patients get a card.
     cds_timeout_s: float = 5.0
     cds_show_ineligible: bool = False
+    # The FHIR base URLs a hook's `fhirServer` may name (JSON list). A server not listed is never read.
+    cds_fhir_servers: list[str] = Field(default_factory=list)

@@ -47,7 +47,12 @@ def discovery(protocol: Protocol) -> dict[str, Any]:
 
 
 def patient_view(
-    protocol: Protocol, request: dict[str, Any], *, timeout_s: float, show_ineligible: bool
+    protocol: Protocol,
+    request: dict[str, Any],
+    *,
+    timeout_s: float,
+    show_ineligible: bool,
+    fhir_servers: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     context = request.get("context") or {}
     patient_id = context.get("patientId")
@@ -66,7 +71,12 @@ def patient_view(
         token = (request.get("fhirAuthorization") or {}).get("access_token")
         try:
             items += fetch_patient(
-                base=server, patient_id=patient_id, token=token, timeout_s=timeout_s, skip=frozenset(have)
+                base=server,
+                patient_id=patient_id,
+                token=token,
+                timeout_s=timeout_s,
+                allowed=fhir_servers,
+                skip=frozenset(have),
             )
         except FhirServerError as exc:
             return {"cards": [_problem_card(protocol, str(exc))]}

@@ -250,9 +250,15 @@ def fhir_server(settings: Settings, app: object) -> Iterator[str]:
     served.state.db.dispose()
 
 
+def allow_fhir_servers(app: Any, *servers: str) -> None:
+    """The CDS allow-list of the running app (setting CDS_FHIR_SERVERS)."""
+    app.state.settings = app.state.settings.model_copy(update={"cds_fhir_servers": list(servers)})
+
+
 async def test_cds_without_prefetch_reads_the_fhir_server_over_http(
-    client: httpx.AsyncClient, fhir_server: str, token_for: TokenFactory
+    client: httpx.AsyncClient, fhir_server: str, token_for: TokenFactory, app: Any
 ) -> None:
+    allow_fhir_servers(app, fhir_server)
     patient_id = await store(client, candidate(mrn="CDS-1", consent=False))
     answer = await client.post(
         "/cds-services/nct06607419-eligibility",
@@ -269,11 +275,12 @@ async def test_cds_without_prefetch_reads_the_fhir_server_over_http(
 
 
 async def test_cds_with_an_unreachable_fhir_server_answers_quickly_with_a_card(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, app: Any
 ) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
+    allow_fhir_servers(app, f"http://127.0.0.1:{dead}/fhir")
     started = time.monotonic()
     answer = await client.post(
         "/cds-services/nct06607419-eligibility", json=hook("1", fhirServer=f"http://127.0.0.1:{dead}/fhir")
@@ -281,6 +288,59 @@ async def test_cds_with_an_unreachable_fhir_server_answers_quickly_with_a_card(
     assert answer.status_code == 200
     assert answer.json()["cards"][0]["summary"].endswith("could not be checked")
     assert time.monotonic() - started < 10
+
+
+async def test_cds_never_reads_a_fhir_server_that_is_not_allowed(
+    client: httpx.AsyncClient, fhir_server: str, token_for: TokenFactory, app: Any
+) -> None:
+    patient_id = await store(client, candidate(mrn="CDS-SSRF", consent=False))
+    token = {"access_token": await token_for(scope="system/*.rs"), "token_type": "Bearer"}
+    allow_fhir_servers(app, fhir_server.replace("/fhir", "/other"))
+    before = (await client.get("/fhir/AuditEvent", params={"_count": "1"})).json()["total"]
+    answer = await client.post(
+        "/cds-services/nct06607419-eligibility",
+        json=hook(patient_id, fhirServer=fhir_server, fhirAuthorization=token),
+    )
+    assert answer.status_code == 200, answer.text
+    [card] = answer.json()["cards"]
+    assert card["summary"].endswith("could not be checked")
+    assert "not an allowed FHIR server" in card["detail"]
+    # The FHIR server was never called: it audits every read, and only our own two requests were audited.
+    after = (await client.get("/fhir/AuditEvent", params={"_count": "1"})).json()["total"]
+    assert after - before == 2
+
+
+async def test_cds_refuses_a_patient_id_that_would_change_the_url(
+    client: httpx.AsyncClient, fhir_server: str, app: Any
+) -> None:
+    allow_fhir_servers(app, fhir_server)
+    answer = await client.post(
+        "/cds-services/nct06607419-eligibility", json=hook("../../admin?x=", fhirServer=fhir_server)
+    )
+    assert answer.status_code == 200, answer.text
+    assert "not a FHIR id" in answer.json()["cards"][0]["detail"]
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://ehr.example/fhir", True),
+        ("https://ehr.example/fhir/Patient/1", True),
+        ("https://ehr.example/fhir/Observation?patient=1&_page=2", True),
+        ("https://ehr.example/fhirX/Patient/1", False),
+        ("https://ehr.example/fhir/../admin", False),
+        ("http://ehr.example/fhir/Patient/1", False),
+        ("https://ehr.example:8443/fhir/Patient/1", False),
+        ("https://ehr.example@evil.example/fhir/Patient/1", False),
+        ("https://evil.example/fhir/Patient/1", False),
+        ("http://169.254.169.254/latest/meta-data", False),
+        ("not a url", False),
+    ],
+)
+def test_the_fhir_server_allow_list_matches_origin_and_path(url: str, allowed: bool) -> None:
+    from app.fhir.client import is_allowed
+
+    assert is_allowed(url, ["https://ehr.example/fhir/"]) is allowed
 
 
 async def test_screening_enrols_an_eligible_patient_and_logs_the_decision(client: httpx.AsyncClient) -> None:

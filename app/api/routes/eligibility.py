@@ -144,6 +144,7 @@ async def cds_service(
             body,
             timeout_s=settings.cds_timeout_s,
             show_ineligible=settings.cds_show_ineligible,
+            fhir_servers=tuple(settings.cds_fhir_servers),
         )
     except ValueError as exc:
         return JSONResponse({"error": str(exc)}, status_code=422)
