@@ -14,6 +14,8 @@ from app.db.tables import IdentifierRow, ResourceRow, ResourceVersionRow, Search
 PATIENT_PARAMS = ("patient", "subject", "individual")
 # The audit trail is about patients but is not part of their clinical record.
 TRAIL_TYPES = ("AuditEvent", "Provenance")
+IN_SLICE = 1000  # patients per statement when reading many records
+PK_SLICE = 10_000  # resources per statement
 
 
 def find_patient(session: Session, key: str) -> ResourceRow | None:
@@ -58,12 +60,24 @@ def related_resources(
     With `recorded_by`, each resource is the version that was current at that moment (meta.lastUpdated
     on or before it), so a later correction does not change an earlier cut-off's answer.
     """
+    found: dict[str, list[dict[str, Any]]] = {f"Patient/{i}": [] for i in patient_ids}
+    # In slices: PostgreSQL takes at most 65,535 parameters in a statement, and a registry has more patients.
+    for start in range(0, len(patient_ids), IN_SLICE):
+        ids = patient_ids[start : start + IN_SLICE]
+        owners = _owners(session, ids)
+        for pk, content in _contents(session, list(owners), recorded_by):
+            found[owners[pk]].append(content)
+    return found
+
+
+def _owners(session: Session, patient_ids: list[str]) -> dict[int, str]:
+    """Which patient each resource belongs to: resource pk -> "Patient/id"."""
     references = [f"Patient/{i}" for i in patient_ids]
     links = session.execute(
         select(SearchIndexRow.resource_pk, SearchIndexRow.value)
         .where(
-            SearchIndexRow.param.in_(PATIENT_PARAMS),
             SearchIndexRow.value.in_(references),
+            SearchIndexRow.param.in_(PATIENT_PARAMS),
             SearchIndexRow.resource_type.not_in(TRAIL_TYPES),
         )
         .distinct()
@@ -75,17 +89,21 @@ def related_resources(
         )
     ).all()
     owners.update({pk: f"Patient/{logical_id}" for pk, logical_id in patients})
-    found: dict[str, list[dict[str, Any]]] = {r: [] for r in references}
-    for pk, content in _contents(session, list(owners), recorded_by):
-        found[owners[pk]].append(content)
-    return found
+    return owners
 
 
 def _contents(
     session: Session, pks: list[int], recorded_by: datetime | None
 ) -> list[tuple[int, dict[str, Any]]]:
-    if not pks:
-        return []
+    found: list[tuple[int, dict[str, Any]]] = []
+    for start in range(0, len(pks), PK_SLICE):
+        found.extend(_contents_of(session, pks[start : start + PK_SLICE], recorded_by))
+    return found
+
+
+def _contents_of(
+    session: Session, pks: list[int], recorded_by: datetime | None
+) -> list[tuple[int, dict[str, Any]]]:
     if recorded_by is None:
         rows = session.execute(
             select(ResourceRow.pk, ResourceRow.content)
