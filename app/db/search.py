@@ -9,6 +9,7 @@ from app.db.repository import indexed
 from app.db.sites import visible
 from app.db.tables import ResourceRow, SearchIndexRow
 from app.fhir.search import DateValue, Filter, TokenValue
+from app.fhir.search_params import clip
 
 DateColumn = InstrumentedAttribute[datetime] | InstrumentedAttribute[datetime | None]
 
@@ -40,9 +41,9 @@ def _condition(resource_type: str, f: Filter) -> ColumnElement[bool]:
 def _token(value: TokenValue) -> list[ColumnElement[bool]]:
     clauses: list[ColumnElement[bool]] = []
     if value.system is not None:
-        clauses.append(SearchIndexRow.system == value.system)
+        clauses.append(SearchIndexRow.system == clip(value.system))
     if value.code is not None:
-        clauses.append(SearchIndexRow.value == value.code)
+        clauses.append(SearchIndexRow.value == clip(value.code))
     return clauses
 
 
@@ -52,8 +53,8 @@ def _reference(value: str) -> ColumnElement[bool]:
     if "/" in value:
         # An absolute reference to this server's resource is the same as the relative one.
         relative = "/".join(value.rstrip("/").split("/")[-2:])
-        return SearchIndexRow.value == relative
-    return SearchIndexRow.value.like(f"%/{value}")
+        return SearchIndexRow.value == clip(relative)
+    return SearchIndexRow.value.like(f"%/{clip(value)}")
 
 
 def _compare(start: DateColumn, end: DateColumn, v: DateValue) -> ColumnElement[bool]:

@@ -17,6 +17,7 @@ from fhir.resources.R4B.resource import Resource
 from pydantic import ValidationError
 
 from app.fhir.outcome import FhirError, Issue, error
+from app.fhir.search_params import INDEXED_CHARS
 
 # Required bindings (FHIR R4 valueset-*.html) that the models do not enforce, for the elements the trial's
 # logic reads: a result whose status is not one of these cannot be told usable or withdrawn.
@@ -228,6 +229,7 @@ def validate_resource(data: Any, *, expected_type: str | None = None) -> str:
         raise FhirError(400, [_issue(resource_type, e) for e in exc.errors(include_url=False)]) from None
     except (ValueError, TypeError) as exc:
         raise error(400, "invalid", f"Invalid {resource_type}: {exc}", resource_type) from None
+    _check_identifiers(resource_type, data.get("identifier"))
     for (bound_type, element), codes in REQUIRED_CODES.items():
         value = data.get(element)
         if bound_type == resource_type and value is not None and value not in codes:
@@ -238,6 +240,23 @@ def validate_resource(data: Any, *, expected_type: str | None = None) -> str:
                 f"{resource_type}.{element}",
             )
     return resource_type
+
+
+def _check_identifiers(resource_type: str, identifiers: Any) -> None:
+    """Business identifiers are the natural key: one too long to store is refused, naming it."""
+    for i, identifier in enumerate(identifiers if isinstance(identifiers, list) else [identifiers]):
+        for part in ("system", "value"):
+            text = identifier.get(part) if isinstance(identifier, dict) else None
+            if isinstance(text, str) and len(text) > INDEXED_CHARS:
+                index = f"[{i}]" if isinstance(identifiers, list) else ""
+                where = f"{resource_type}.identifier{index}.{part}"
+                raise error(
+                    400,
+                    "too-long",
+                    f"identifier {part} has {len(text)} characters; mrdhub keeps identifiers of at most "
+                    f"{INDEXED_CHARS}",
+                    where,
+                )
 
 
 def _issue(resource_type: str, err: Any) -> Issue:

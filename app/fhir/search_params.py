@@ -126,6 +126,16 @@ def params_for(resource_type: str) -> dict[str, SearchParam]:
     return found
 
 
+# The search index keeps this many characters of a system, code or reference: a longer one is indexed and
+# searched by its first INDEXED_CHARS (the stored resource keeps it whole). Identifiers, the natural key,
+# are refused beyond it instead (app/fhir/resources.py).
+INDEXED_CHARS = 255
+
+
+def clip(text: str) -> str:
+    return text[:INDEXED_CHARS]
+
+
 @dataclass(frozen=True)
 class IndexValue:
     param: str
@@ -133,6 +143,12 @@ class IndexValue:
     value: str | None = None
     start: datetime | None = None
     end: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.system is not None and len(self.system) > INDEXED_CHARS:
+            object.__setattr__(self, "system", clip(self.system))
+        if self.value is not None and len(self.value) > INDEXED_CHARS:
+            object.__setattr__(self, "value", clip(self.value))
 
 
 def index_values(resource: dict[str, Any]) -> list[IndexValue]:
