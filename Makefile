@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install migrate demo run client test lint typecheck openapi openapi-check bench clean
+.PHONY: install migrate demo run client browser test lint typecheck openapi openapi-check bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,16 @@ client: install
 	$(BIN)/python -m app.cli register-client --client-id "$(CLIENT)" --scopes "$(SCOPES)" --key "$(KEY)" \
 	  $(if $(SITE),--site "$(SITE)",)
 
-test: install
+# Headless Chromium and its driver for tests/browser, from Debian's packages (never a downloaded browser).
+# Skipped when the driver is there; `apt-get update` only when the package lists cannot serve the install.
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+  chromium chromium-driver fonts-dejavu-core
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
+browser:
+	@test -x /usr/bin/chromedriver || $(SUDO) $(APT_INSTALL) </dev/null \
+	  || { $(SUDO) apt-get update -q </dev/null && $(SUDO) $(APT_INSTALL) </dev/null; }
+
+test: install browser
 	$(BIN)/python -m pytest -q
 
 lint: install

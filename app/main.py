@@ -7,6 +7,7 @@ from fastapi import Depends, FastAPI
 from app.api import audit, auth, errors
 from app.api.limits import BodyLimit, RequestTimeout
 from app.api.routes import eligibility, endpoints, fhir, health, plots, trial
+from app.dashboard import routes as dashboard
 from app.db.engine import Database
 from app.observability import RequestLog, configure_logging
 from app.protocol import load_protocol
@@ -77,4 +78,5 @@ def create_app(
         plots.router,
     ):
         app.include_router(router, dependencies=protected)
+    dashboard.install(app)  # its pages take the API's token from a login cookie too
     return app

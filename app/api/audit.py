@@ -24,6 +24,7 @@ UNAUDITED = (
     "/.well-known/",
     "/fhir/metadata",
     "/auth/",
+    "/dashboard/static/",
 )
 
 

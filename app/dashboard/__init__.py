@@ -1,0 +1,1 @@
+"""The trial office's dashboard (issue 9): server-rendered pages over the same services as the JSON API."""
