@@ -1,8 +1,9 @@
 """Endpoint analyses for the trial's statisticians (issue 6); the primary endpoint as a MeasureReport."""
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from app.api.auth import READ_PATIENT_DATA
@@ -65,72 +66,43 @@ def mrd_response(
     )
 
 
-@router.get(
-    "/endpoints/efs", summary="Event-free survival: Kaplan-Meier study vs control, log-rank", responses=ERRORS
-)
-def efs(
-    db: DatabaseDep,
-    protocol: ProtocolDep,
-    analysis_set: AnalysisSet = "full",
-    assay: OptionalAssay = None,
-    as_of: AsOf = None,
-    explain: Explain = False,
-) -> dict[str, Any]:
-    return endpoints.secondary(
-        db,
-        protocol,
-        "efs",
-        analysis_set=analysis_set,
-        assay=assay,
-        as_of=endpoints.parse_as_of(as_of),
-        explain=explain,
-    )
+class SecondaryQuery:
+    """What every secondary analysis is asked: the set, its assay, the cut-off, and whether to explain."""
+
+    def __init__(
+        self,
+        analysis_set: AnalysisSet = "full",
+        assay: OptionalAssay = None,
+        as_of: AsOf = None,
+        explain: Explain = False,
+    ) -> None:
+        self.analysis_set, self.assay, self.as_of, self.explain = analysis_set, assay, as_of, explain
 
 
-@router.get(
-    "/endpoints/adverse-events",
-    summary="Adverse events from day 19 to the second HD-MTX course",
-    responses=ERRORS,
-)
-def adverse_events(
-    db: DatabaseDep,
-    protocol: ProtocolDep,
-    analysis_set: AnalysisSet = "full",
-    assay: OptionalAssay = None,
-    as_of: AsOf = None,
-    explain: Explain = False,
-) -> dict[str, Any]:
-    return endpoints.secondary(
-        db,
-        protocol,
-        "adverse-events",
-        analysis_set=analysis_set,
-        assay=assay,
-        as_of=endpoints.parse_as_of(as_of),
-        explain=explain,
-    )
+def _secondary(name: str, function: str) -> Callable[..., dict[str, Any]]:
+    def analysis(
+        db: DatabaseDep, protocol: ProtocolDep, query: Annotated[SecondaryQuery, Depends()]
+    ) -> dict[str, Any]:
+        return endpoints.secondary(
+            db,
+            protocol,
+            name,
+            analysis_set=query.analysis_set,
+            assay=query.assay,
+            as_of=endpoints.parse_as_of(query.as_of),
+            explain=query.explain,
+        )
+
+    analysis.__name__ = function  # the OpenAPI operationId, as clients know it
+    return analysis
 
 
-@router.get(
-    "/endpoints/costs", summary="Healthcare costs in 6 months from induction day 1 (CNY)", responses=ERRORS
-)
-def costs(
-    db: DatabaseDep,
-    protocol: ProtocolDep,
-    analysis_set: AnalysisSet = "full",
-    assay: OptionalAssay = None,
-    as_of: AsOf = None,
-    explain: Explain = False,
-) -> dict[str, Any]:
-    return endpoints.secondary(
-        db,
-        protocol,
-        "costs",
-        analysis_set=analysis_set,
-        assay=assay,
-        as_of=endpoints.parse_as_of(as_of),
-        explain=explain,
-    )
+for _name, _function, _summary in (
+    ("efs", "efs", "Event-free survival: Kaplan-Meier study vs control, log-rank"),
+    ("adverse-events", "adverse_events", "Adverse events from day 19 to the second HD-MTX course"),
+    ("costs", "costs", "Healthcare costs in 6 months from induction day 1 (CNY)"),
+):
+    router.get(f"/endpoints/{_name}", summary=_summary, responses=ERRORS)(_secondary(_name, _function))
 
 
 @router.get("/consort", summary="CONSORT flow with counts per reason at each drop", responses=ERRORS)
