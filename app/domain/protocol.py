@@ -256,6 +256,12 @@ class PrimaryEndpoint:
     assays: tuple[Assay, ...]
     confidence_level: Decimal
     hypothesis: str
+    control_timepoint: str | None = None  # a historical control's primary timepoint; None: `timepoint`
+    baseline_timepoint: str | None = None  # the "before" of the MRD response; None: no such analysis
+
+    @property
+    def control(self) -> str:
+        return self.control_timepoint or self.timepoint
 
 
 @dataclass(frozen=True, slots=True)

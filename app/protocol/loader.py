@@ -199,6 +199,17 @@ def _cross_check(file: ProtocolFile) -> list[ProtocolProblem]:
             elif assay not in file.timepoints[primary.timepoint].assays:
                 problem(f"primary.assays[{i}]", f"{primary.timepoint} does not measure {assay!r}")
 
+    for key in ("control_timepoint", "baseline_timepoint"):
+        named = getattr(primary, key)
+        if named is None:
+            continue
+        if named not in file.timepoints:
+            problem(f"primary.{key}", f"unknown timepoint {named!r}")
+        else:
+            for assay in primary.assays:
+                if assay not in file.timepoints[named].assays:
+                    problem(f"primary.{key}", f"{named} does not measure primary assay {assay.value!r}")
+
     seen_controls: set[tuple[Assay, str | None]] = set()
     for i, control in enumerate(file.historical_control):
         path = f"historical_control[{i}]"
@@ -405,6 +416,8 @@ def _to_domain(file: ProtocolFile, version: str) -> Protocol:
             tuple(file.primary.assays),
             file.primary.confidence_level,
             file.primary.hypothesis,
+            file.primary.control_timepoint,
+            file.primary.baseline_timepoint,
         ),
         historical_controls=tuple(
             HistoricalControl(c.assay, c.stratum, c.p0, c.source) for c in file.historical_control

@@ -184,6 +184,10 @@ class PrimaryTable(_Table):
     assays: list[Assay] = Field(min_length=1)
     confidence_level: OpenFraction
     hypothesis: Text
+    # The patient-level historical control's own end-of-induction timepoint (compared with `timepoint`),
+    # and the timepoint before treatment that the MRD response pairs with `timepoint`; both optional.
+    control_timepoint: Name | None = None
+    baseline_timepoint: Name | None = None
 
 
 class HistoricalControlTable(_Table):

@@ -427,6 +427,18 @@ BAD_FILES = [
         'values = ["CNS4"]',
         "eligibility[9].observations[0].values[0]: 'CNS4' is not a value of 'cns-status'",
     ),
+    (
+        "a control timepoint the file does not define",
+        'control_timepoint = "D46"',
+        'control_timepoint = "D64"',
+        "primary.control_timepoint: unknown timepoint 'D64'",
+    ),
+    (
+        "a baseline timepoint that does not measure a primary assay",
+        'baseline_timepoint = "PRE_BLINA"',
+        'baseline_timepoint = "D19"',
+        "primary.baseline_timepoint: D19 does not measure primary assay 'ngs'",
+    ),
     ("text that is not TOML", "[study]", "[study", "not valid TOML"),
 ]
 
@@ -461,6 +473,16 @@ def test_a_timepoint_using_an_assay_the_trial_does_not_define_is_refused(tmp_pat
 
     paths = {p.path for p in caught.value.problems}
     assert {"timepoints.D33.assays[1]", "timepoints.D78.assays[0]", "primary.assays[0]"} <= paths
+
+
+def test_the_timepoint_roles_of_the_endpoints_are_protocol_data(main: Protocol, other: Protocol) -> None:
+    assert (main.primary.timepoint, main.primary.control, main.primary.baseline_timepoint) == (
+        "POST_BLINA",
+        "D46",
+        "PRE_BLINA",
+    )
+    # A trial without a patient-level control or a response analysis names neither.
+    assert (other.primary.control, other.primary.baseline_timepoint) == ("D33", None)
 
 
 def test_a_missing_protocol_file_is_a_protocol_error(tmp_path: Path) -> None:

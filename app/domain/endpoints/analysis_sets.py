@@ -5,16 +5,17 @@ enrolled + received any blinatumomab, the per-protocol set is enrolled + complet
 evaluable POST_BLINA result for the assay.
 
 Historical controls did not receive blinatumomab by design, so the course requirements (started-course,
-completed-course) do not apply to them; their primary timepoint is D46 (end of standard induction). Hence
-the control's full set = every enrolled control, with a missing or not-evaluable D46 result imputed as not
-negative exactly as for the study; the control's per-protocol set = enrolled controls with an evaluable
-D46 result for the assay. The same sets are used for the control in EFS, adverse events and costs.
+completed-course) do not apply to them; their primary timepoint is the protocol's
+[primary].control_timepoint (D46, end of standard induction). Hence the control's full set = every enrolled
+control, with a missing or not-evaluable D46 result imputed as not negative exactly as for the study; the
+control's per-protocol set = enrolled controls with an evaluable D46 result for the assay. The same sets
+are used for the control in EFS, adverse events and costs.
 """
 
 from dataclasses import dataclass
 from enum import StrEnum
 
-from app.domain.endpoints.cohort import CONTROL_PRIMARY_TIMEPOINT, Cohort, CohortPatient
+from app.domain.endpoints.cohort import Cohort, CohortPatient
 from app.domain.endpoints.errors import AnalysisSetNeedsAssay, UnknownAnalysisSet
 from app.domain.mrd import MrdClassification
 from app.domain.protocol import AnalysisSet, AnalysisSetRequirement, Assay, Protocol
@@ -74,7 +75,7 @@ def analysis_set_named(protocol: Protocol, name: str) -> AnalysisSet:
 
 
 def primary_timepoint(patient: CohortPatient, protocol: Protocol) -> str:
-    return protocol.primary.timepoint if patient.is_study else CONTROL_PRIMARY_TIMEPOINT
+    return protocol.primary.timepoint if patient.is_study else protocol.primary.control
 
 
 def primary_result(patient: CohortPatient, assay: Assay, protocol: Protocol) -> PrimaryResult:

@@ -39,5 +39,14 @@ class CostDataError(EndpointError):
         super().__init__(f"costs cannot be summed: {listed}")
 
 
+class NoBaselineTimepoint(EndpointError):
+    """The MRD response pairs a timepoint before treatment with the primary one; this protocol names none."""
+
+    def __init__(self, protocol_version: str) -> None:
+        super().__init__(
+            f"protocol {protocol_version} names no [primary].baseline_timepoint: there is no MRD response"
+        )
+
+
 class ScreeningInputError(EndpointError):
     """A screening outcome that is not "eligible", "ineligible" or "incomplete"."""

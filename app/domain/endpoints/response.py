@@ -32,15 +32,13 @@ from app.domain.endpoints.analysis_sets import (
     result_at,
 )
 from app.domain.endpoints.cohort import STUDY_ARM, build_cohort
+from app.domain.endpoints.errors import NoBaselineTimepoint
 from app.domain.endpoints.evidence import Exclusion, excluded_members, exclusions_json, sorted_exclusions
 from app.domain.endpoints.reporting import Json, analysis_set_json, decimal_text, header
 from app.domain.mrd import ClassificationRule, Comparator
 from app.domain.protocol import AnalysisSet, Assay, Protocol
 from app.domain.timeline import PatientTimeline
 
-# The timepoint before blinatumomab (PROTOCOL.md section 2); the protocol file names timepoints but not
-# their role in this endpoint, so the name is kept here beside protocol.primary.timepoint (the "after").
-PRE_TIMEPOINT = "PRE_BLINA"
 _PLACES = Decimal("0.000001")
 _UNREADABLE = {
     ClassificationRule.CONTRADICTORY_RESULT,
@@ -102,13 +100,16 @@ def mrd_response(
     *, timelines: Sequence[PatientTimeline], protocol: Protocol, as_of: dt.date, analysis_set: str = "full"
 ) -> MrdResponse:
     chosen = analysis_set_named(protocol, analysis_set)
+    baseline = protocol.primary.baseline_timepoint
+    if baseline is None:
+        raise NoBaselineTimepoint(protocol.version)
     cohort = build_cohort(timelines=timelines, protocol=protocol, as_of=as_of)
     by_assay = []
     for assay in protocol.primary.assays:
         included, out = members(
             cohort=cohort, arm=STUDY_ARM, analysis_set=chosen, assay=assay, protocol=protocol
         )
-        patients = [_patient(m, assay) for m in included]
+        patients = [_patient(m, assay, baseline) for m in included]
         patients.sort(key=lambda p: (p.log10_reduction is None, -(p.log10_reduction or 0), p.patient))
         pairs = {f"{a.value}->{b.value}": 0 for a in ResultStatus for b in ResultStatus}
         for p in patients:
@@ -124,13 +125,13 @@ def mrd_response(
             )
         )
     return MrdResponse(
-        as_of, protocol.version, chosen, PRE_TIMEPOINT, protocol.primary.timepoint, tuple(by_assay)
+        as_of, protocol.version, chosen, baseline, protocol.primary.timepoint, tuple(by_assay)
     )
 
 
-def _patient(m: Membership, assay: Assay) -> PatientResponse:
+def _patient(m: Membership, assay: Assay, baseline: str) -> PatientResponse:
     assert m.result is not None
-    pre = _level(result_at(m.patient, PRE_TIMEPOINT, assay))
+    pre = _level(result_at(m.patient, baseline, assay))
     post = _level(m.result)
     reduction, bound, reason = _reduction(pre, post)
     p = m.patient

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from app.domain.endpoints import mrd_response, response_to_json
+from app.domain.endpoints.errors import NoBaselineTimepoint
+from app.protocol import load_protocol
 
 from .trial_cohort import AS_OF, FLOW, POST, PRE, PROTOCOL, S1, mrd, timelines
 
@@ -108,3 +111,9 @@ def test_log_reduction_with_bounds(pre: str, post: str, reduction: float | None,
     (row,) = out["by_assay"]["flow"]["patients"]
     assert (row["log10_reduction"], row["reduction_bound"]) == (reduction, bound)
     assert json.dumps(row["log10_reduction"]) != "-0.0"
+
+
+def test_a_protocol_without_a_baseline_timepoint_has_no_mrd_response() -> None:
+    other = load_protocol(Path(__file__).parents[2] / "protocol" / "fixtures" / "other_trial.toml")
+    with pytest.raises(NoBaselineTimepoint, match=r"names no \[primary\].baseline_timepoint"):
+        mrd_response(timelines=[], protocol=other, as_of=AS_OF, analysis_set="full")
