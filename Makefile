@@ -55,5 +55,11 @@ openapi: install
 openapi-check: install
 	$(BIN)/python -m app.openapi --check openapi/openapi.json
 
+# Every benchmark at moderate sizes (a few minutes) on the local PostgreSQL (127.0.0.1:5432, user postgres;
+# databases created and dropped by the scripts) and SQLite: tables printed, figures in bench/results/*.json.
+# `make bench ONLY=ingest_http` runs one of them.
+bench: install
+	$(BIN)/python bench/run.py $(ONLY)
+
 clean:
 	rm -rf $(VENV) var build .pytest_cache .mypy_cache .ruff_cache

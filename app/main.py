@@ -9,6 +9,8 @@ from app.api.limits import BodyLimit, RequestTimeout
 from app.api.routes import eligibility, endpoints, fhir, health, plots, trial
 from app.dashboard import routes as dashboard
 from app.db.engine import Database
+from app.metrics import HttpMetrics
+from app.metrics import router as metrics_router
 from app.observability import RequestLog, configure_logging
 from app.protocol import load_protocol
 from app.services.auth import TokenService, load_clients, server_key
@@ -64,8 +66,10 @@ def create_app(
         RequestTimeout, timeout_s=settings.request_timeout_s, retry_after_s=settings.retry_after_s
     )
     audit.install(app)
+    app.add_middleware(HttpMetrics)
     app.add_middleware(RequestLog)
     app.include_router(health.router)
+    app.include_router(metrics_router)
     app.include_router(auth.router)
     app.include_router(fhir.public_router)
     protected = [Depends(auth.current_principal)]

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     auth_clients_file: Path = ROOT / "var" / "clients.json"
     auth_key_file: Path = ROOT / "var" / "server-key.pem"
     public_base_url: str | None = None  # the URL clients use, if not the one requests arrive on
+    # GET /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, it is off (auth on).
+    metrics_token: SecretStr | None = None
     # CDS Hooks: how long to wait for the EHR's FHIR server, and whether ineligible patients get a card.
     cds_timeout_s: float = 5.0
     cds_show_ineligible: bool = False

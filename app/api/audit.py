@@ -18,6 +18,7 @@ log = logging.getLogger("mrdhub.audit")
 UNAUDITED = (
     "/healthz",
     "/readyz",
+    "/metrics",
     "/openapi.json",
     "/docs",
     "/redoc",

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
+from app import metrics
 from app.db.engine import Database
 from app.db.sites import outside_site
 from app.domain.access import Permission, Principal, parse_scopes
@@ -81,19 +82,39 @@ def process_bundle(
     prefer: str,
     principal: Principal = TRUSTED,
 ) -> dict[str, Any]:
-    bundle_type, entries = parse_bundle(data, max_entries=max_entries)
-    if bundle_type == "transaction":
-        for entry in entries:
-            _permit(principal, entry)
-        bundle_id = data.get("id") if isinstance(data.get("id"), str) else None
-        outcomes = in_transaction(
-            db, lambda s: _apply(s, entries, checks, principal, "transaction", bundle_id), retries=retries
-        )
-    else:
-        outcomes = [
-            _batch_entry(db, entry, retries=retries, checks=checks, principal=principal) for entry in entries
-        ]
+    try:
+        bundle_type, entries = parse_bundle(data, max_entries=max_entries)
+        if bundle_type == "transaction":
+            for entry in entries:
+                _permit(principal, entry)
+            bundle_id = data.get("id") if isinstance(data.get("id"), str) else None
+            outcomes = in_transaction(
+                db, lambda s: _apply(s, entries, checks, principal, "transaction", bundle_id), retries=retries
+            )
+        else:
+            outcomes = [
+                _batch_entry(db, entry, retries=retries, checks=checks, principal=principal)
+                for entry in entries
+            ]
+    except FhirError as exc:
+        raw = data.get("entry") if isinstance(data, dict) else None
+        _count_rejected(exc.issues, n=len(raw) if isinstance(raw, list) and raw else 1)
+        raise
+    for entry, outcome in zip(entries, outcomes, strict=True):
+        _count(entry, outcome)
     return response_bundle(bundle_type, [entry_response(o, prefer=prefer) for o in outcomes])
+
+
+def _count(entry: Entry, outcome: EntryOutcome) -> None:
+    if outcome.status >= 400:
+        _count_rejected(outcome.issues)
+    elif entry.method in ("POST", "PUT"):
+        metrics.resources_ingested(entry.resource_type)
+
+
+def _count_rejected(issues: list[Issue], n: int = 1) -> None:
+    reason = next((i.code for i in issues if i.severity in ("fatal", "error")), "unknown")
+    metrics.resources_rejected(reason, n)
 
 
 SUBTYPES = {"POST": "create", "PUT": "update", "DELETE": "delete", "GET": "read"}
@@ -214,9 +235,12 @@ def write_one(
 ) -> EntryOutcome:
     """A single RESTful write is a one-entry transaction; errors are reported at the resource's own paths."""
     try:
-        return in_transaction(db, lambda s: _apply(s, [entry], checks, principal)[0], retries=retries)
+        outcome = in_transaction(db, lambda s: _apply(s, [entry], checks, principal)[0], retries=retries)
     except FhirError as exc:
+        _count_rejected(exc.issues)
         raise _unprefixed(exc, entry) from None
+    _count(entry, outcome)
+    return outcome
 
 
 def _unprefixed(exc: FhirError, entry: Entry) -> FhirError:
