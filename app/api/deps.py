@@ -13,17 +13,19 @@ from app.settings import Settings
 FHIR_MEDIA_TYPES = ("application/fhir+json", "application/json")
 
 
-def get_settings(request: Request) -> Settings:
+# Async on purpose: FastAPI runs a plain `def` dependency in its threadpool, a hand-off that cost more than
+# these lookups themselves (bench/README.md, the ingest profile).
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
 
-def get_protocol(request: Request) -> Protocol:
+async def get_protocol(request: Request) -> Protocol:
     protocol: Protocol = request.app.state.protocol
     return protocol
 
