@@ -148,6 +148,16 @@ def resources_by_identifier(
     return [loads(c) for c in rows]
 
 
+def of_type_recorded_by(session: Session, resource_type: str, recorded_by: datetime) -> list[dict[str, Any]]:
+    """Every resource of a type as it stood at `recorded_by` (those created later, or deleted, left out)."""
+    pks = list(
+        session.scalars(
+            select(ResourceRow.pk).where(ResourceRow.resource_type == resource_type).order_by(ResourceRow.pk)
+        )
+    )
+    return [content for _, content in _contents(session, pks, recorded_by)]
+
+
 def current_of_type(session: Session, resource_type: str) -> list[dict[str, Any]]:
     rows = session.scalars(
         select(ResourceRow.content)

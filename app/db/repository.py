@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
+from app.db import derived
 from app.db.tables import Base, IdentifierRow, ResourceRow, ResourceVersionRow, SearchIndexRow
 from app.fhir.search_params import index_values
 
@@ -147,9 +148,11 @@ def write_versions(session: Session, versions: Sequence[NewVersion], *, now: dat
     inserted = iter(_insert_resources(session, new, now=now))
     pks = [v.pk if v.pk is not None else next(inserted) for v in versions]
     existing = sorted((pk, v) for pk, v in zip(pks, versions, strict=True) if v.pk is not None)
+    old_links: list[tuple[str, str, str | None]] = []
     if existing:
         _update_resources(session, existing, now=now)
         old = [pk for pk, _ in existing]
+        old_links = derived.links_of(session, old)
         session.execute(delete(IdentifierRow).where(IdentifierRow.resource_pk.in_(old)))
         session.execute(delete(SearchIndexRow).where(SearchIndexRow.resource_pk.in_(old)))
     version_rows: Columns = {
@@ -161,7 +164,14 @@ def write_versions(session: Session, versions: Sequence[NewVersion], *, now: dat
         "content": [v.text for v in versions],
     }
     live = [(pk, v) for pk, v in zip(pks, versions, strict=True) if v.content is not None]
-    _insert(session, [(VERSIONS, version_rows), *_index_rows(live)])
+    index = _index_rows(live)
+    _insert(session, [(VERSIONS, version_rows), *index])
+    # The patients whose records these versions change, before and after: their derived rows are stale.
+    links = old_links
+    for table, columns in index:
+        if table is SEARCH_INDEX:
+            links += zip(columns["resource_type"], columns["param"], columns["value"], strict=True)
+    derived.invalidate(session, written=[(v.resource_type, v.logical_id) for v in versions], links=links)
     return pks
 
 

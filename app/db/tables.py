@@ -5,11 +5,12 @@ One row per logical resource in `resources` (its current version, for fast reads
 constraint is what makes re-sent results idempotent, and search values in `search_index`.
 """
 
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -101,3 +102,45 @@ class SearchIndexRow(Base):
     value: Mapped[str | None] = mapped_column(String(255))
     start: Mapped[datetime | None] = mapped_column(DateTime())
     end: Mapped[datetime | None] = mapped_column(DateTime())
+
+
+class PatientGenerationRow(Base):
+    """How many times a patient's data have changed: every write of a resource linked to the patient
+    increments it in the writer's transaction (app/db/derived.py); `patient` "*" counts the writes that
+    concern every patient (Organization, ResearchStudy)."""
+
+    __tablename__ = "patient_generations"
+
+    patient: Mapped[str] = mapped_column(String(64), primary_key=True)  # logical id, or "*"
+    generation: Mapped[int] = mapped_column(BigInteger)
+
+
+class PatientSummaryRow(Base):
+    """A patient's contribution to one endpoint analysis (set x assay), derived from their whole record.
+
+    Current while `generation` and `everyone` equal the current generations and `protocol` the protocol
+    file's version; it answers the cut-off days from `valid_from` (date.min: unbounded) to `valid_until`
+    (None: unbounded) when the versions recorded by the cut-off include `recorded` (app/db/derived.py).
+    A patient may have rows for several such spans. `status` "not-enrolled": the patient adds nothing.
+    """
+
+    __tablename__ = "patient_summaries"
+
+    endpoint: Mapped[str] = mapped_column(String(16), primary_key=True)  # "primary"
+    analysis_set: Mapped[str] = mapped_column(String(64), primary_key=True)
+    assay: Mapped[str] = mapped_column(String(16), primary_key=True)
+    patient: Mapped[str] = mapped_column(String(64), primary_key=True)  # logical id
+    valid_from: Mapped[date] = mapped_column(Date(), primary_key=True)
+    protocol: Mapped[str] = mapped_column(String(128))
+    generation: Mapped[int] = mapped_column(BigInteger)
+    everyone: Mapped[int] = mapped_column(BigInteger)  # the generation of "*"
+    valid_until: Mapped[date | None] = mapped_column(Date())
+    recorded: Mapped[datetime] = mapped_column(DateTime())  # latest lastUpdated of the versions read
+    reference: Mapped[str] = mapped_column(Text)  # versioned Patient reference
+    arm: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(32))
+    stratum: Mapped[str] = mapped_column(Text)
+    site: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    resources: Mapped[str] = mapped_column(Text)  # JSON list
+    flags: Mapped[str] = mapped_column(Text)  # JSON list

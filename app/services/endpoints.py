@@ -8,15 +8,18 @@ of that day (meta.lastUpdated) are read, and the domain ignores clinical dates a
 import datetime as dt
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from app.db.engine import Database
 from app.db.patients import patient_ids
 from app.domain import endpoints as ep
 from app.domain.eligibility import evaluate_eligibility
+from app.domain.endpoints.analysis_sets import analysis_set_named
+from app.domain.endpoints.primary import primary_from_items
 from app.domain.protocol import Assay, Protocol
 from app.domain.timeline import PatientTimeline, build_timeline
+from app.services import summaries
 from app.services.errors import InvalidInput
 from app.services.patients import load_records
 from app.services.screening import screening_log
@@ -27,6 +30,7 @@ def trial_zone(protocol: Protocol) -> ZoneInfo:
 
 
 AsOf = dt.date | dt.datetime | None
+T = TypeVar("T")
 
 
 def parse_as_of(text: str | None) -> AsOf:
@@ -79,7 +83,7 @@ def _assay(value: str) -> Assay:
         ) from None
 
 
-def _run(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def _run(call: Callable[[], T]) -> T:
     try:
         return call()
     except ep.UnknownAnalysisSet as exc:
@@ -88,21 +92,25 @@ def _run(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         raise InvalidInput(str(exc), parameter="assay") from None
     except ep.CostDataError as exc:
         raise InvalidInput(str(exc), parameter="as_of") from None
+    except ep.EndpointError as exc:  # the protocol cannot answer this analysis (e.g. no baseline timepoint)
+        raise InvalidInput(str(exc)) from None
 
 
 def primary(
     db: Database, protocol: Protocol, *, assay: str, analysis_set: str, as_of: AsOf, explain: bool
 ) -> dict[str, Any]:
+    """Per-patient items from the derived rows where they answer the cut-off (services/summaries.py), then
+    the same aggregation as ep.primary_endpoint."""
     day, chosen = resolve_as_of(protocol, as_of), _assay(assay)
-    timelines = cohort_timelines(db, protocol, as_of)
-    return _run(
-        lambda: ep.primary_to_json(
-            ep.primary_endpoint(
-                timelines=timelines, protocol=protocol, as_of=day, assay=chosen, analysis_set=analysis_set
-            ),
-            explain=explain,
-        )
+    chosen_set = _run(lambda: analysis_set_named(protocol, analysis_set))
+    cut = summaries.CutOff(day, recorded_by(protocol, as_of))
+    items, groups = summaries.primary_items(
+        db, protocol, analysis_set=chosen_set, assay=chosen, cut=cut, explain=explain
     )
+    result = primary_from_items(
+        items=items, groups=groups, protocol=protocol, as_of=day, assay=chosen, analysis_set=chosen_set
+    )
+    return ep.primary_to_json(result, explain=explain)
 
 
 def mrd_response(
@@ -156,7 +164,9 @@ def consort(db: Database, protocol: Protocol, *, as_of: AsOf, explain: bool) -> 
     timelines = cohort_timelines(db, protocol, as_of)
     decided = {
         row["patient"]: dt.date.fromisoformat(row["as_of"])
-        for row in screening_log(db, protocol, site=None, since=None, until=day)
+        for row in screening_log(
+            db, protocol, site=None, since=None, until=day, recorded_by=recorded_by(protocol, as_of)
+        )
     }
     outcomes: dict[str, ep.ScreeningOutcome] = {}
     for timeline in timelines:

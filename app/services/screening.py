@@ -102,15 +102,28 @@ def record_decision(
 
 
 def screening_log(
-    db: Database, protocol: Protocol, *, site: str | None, since: dt.date | None, until: dt.date | None
+    db: Database,
+    protocol: Protocol,
+    *,
+    site: str | None,
+    since: dt.date | None,
+    until: dt.date | None,
+    recorded_by: dt.datetime | None = None,
 ) -> list[dict[str, Any]]:
+    """Screening decisions dated `since`..`until`; with `recorded_by` (naive UTC), as they were recorded
+    then, so a data cut-off is not changed by decisions entered (or back-dated) afterwards."""
     scope = current_site.get()
     if scope is not None:
         site = scope  # a site's client sees its own decisions only
     with db.read() as session:
+        stored = (
+            store.current_of_type(session, "Basic")
+            if recorded_by is None
+            else store.of_type_recorded_by(session, "Basic", recorded_by)
+        )
         records = [
             r
-            for r in store.current_of_type(session, "Basic")
+            for r in stored
             if (MARKER_SYSTEM, SCREENING_CODE)
             in {(c.get("system"), c.get("code")) for c in r["code"].get("coding", [])}
         ]

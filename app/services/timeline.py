@@ -186,5 +186,3 @@ def _clinical_text(placement: Placement) -> str | None:
         f"{collected.day:02d}" if collected.day else None,
     ]
     return "-".join(p for p in parts if p)
-
-

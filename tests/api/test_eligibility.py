@@ -1,6 +1,8 @@
 """Issue 5 through the API: eligibility per criterion for stored and ad-hoc patients, CDS Hooks, screening."""
 
+import asyncio
 import copy
+import datetime as dt
 import socket
 import threading
 import time
@@ -363,6 +365,33 @@ async def test_screening_enrols_an_eligible_patient_and_logs_the_decision(client
     assert [(d["decision"], d["overall"], d["site"]) for d in log] == [("enrol", "eligible", "SHANGHAI-SCMC")]
     csv = await client.get("/api/v1/screening-log", headers={"Accept": "text/csv"})
     assert csv.text.splitlines()[0].startswith("patient,site,as_of,decision")
+
+
+async def test_consort_at_a_cut_off_ignores_screening_decisions_recorded_after_it(
+    client: httpx.AsyncClient,
+) -> None:
+    patient_id = await store(client, candidate(mrn="CUT-1"))  # consented on 2025-03-20
+    before_decision = (dt.datetime.now(dt.UTC) - dt.timedelta(milliseconds=1)).isoformat()
+    await asyncio.sleep(0.01)
+    decided = await client.post(
+        "/api/v1/screening",
+        json={
+            "patient": patient_id,
+            "as_of": "2025-03-19",
+            "decision": "not-enrol",
+            "reason": "no consent yet",
+        },
+    )
+    assert decided.status_code == 200, decided.text
+
+    async def eligible(as_of: str | None) -> int:
+        body = (await client.get("/api/v1/consort", params={"as_of": as_of} if as_of else {})).json()
+        return int({s["step"]: s["n"] for s in body["steps"]}["eligible"])
+
+    # Screened on 2025-03-19 (no consent yet: incomplete); at a cut-off before that decision was recorded,
+    # the patient is screened as of the cut-off day, when the consent is there.
+    assert await eligible(None) == 0
+    assert await eligible(before_decision) == 1
 
 
 async def test_enrolling_a_patient_who_is_not_eligible_needs_an_override(client: httpx.AsyncClient) -> None:

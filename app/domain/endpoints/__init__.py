@@ -11,7 +11,6 @@ from app.domain.endpoints.adverse_events import AdverseEventAnalysis, adverse_ev
 from app.domain.endpoints.analysis_sets import Membership, PrimaryResult, ResultStatus, membership
 from app.domain.endpoints.cohort import (
     CONTROL_ARM,
-    CONTROL_PRIMARY_TIMEPOINT,
     STUDY_ARM,
     Cohort,
     CohortExclusion,
@@ -40,7 +39,6 @@ from app.domain.endpoints.response import MrdResponse, mrd_response, response_to
 
 __all__ = [
     "CONTROL_ARM",
-    "CONTROL_PRIMARY_TIMEPOINT",
     "STUDY_ARM",
     "AdverseEventAnalysis",
     "AnalysisSetNeedsAssay",

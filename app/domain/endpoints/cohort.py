@@ -32,9 +32,6 @@ from app.domain.timepoints import Course, TimepointStatus
 STUDY_ARM = "blinatumomab"  # section 7: ResearchSubject.assignedArm of the study group
 CONTROL_ARM = "historical-control"  # section 7: the patient-level historical control
 ARMS = (STUDY_ARM, CONTROL_ARM)
-# Issue 6: a historical control's D46 result is their end-of-induction MRD, compared with the study's
-# POST_BLINA. The protocol file has no key for it yet (e.g. [primary].control_timepoint), so it is named here.
-CONTROL_PRIMARY_TIMEPOINT = "D46"
 UNKNOWN = "unknown"
 
 ENROLLED_STATUSES = frozenset(

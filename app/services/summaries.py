@@ -1,0 +1,207 @@
+"""The primary endpoint's per-patient items, from derived rows where they answer the cut-off (issue 8).
+
+A patient's items computed at a cut-off day from their record as it is now are the items of every cut-off
+whose day keeps the same clinical facts (contributions.same_cut: between two consecutive fact days, or
+from the last one on) and whose recorded-by instant is at or after the patient's latest write: then the
+versions read and the facts kept are the same as the full computation's. Rows that are missing, out of
+date (app/db/derived.py) or computed for other days are rebuilt from the record as it is now and stored;
+patients written to after the cut-off are computed live, as before.
+"""
+
+import datetime as dt
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from app.db import derived
+from app.db.engine import Database
+from app.domain.endpoints.contributions import cohort_entries, cohort_entry, same_cut
+from app.domain.endpoints.primary import COUNTED, CountedGroup, PrimaryItem, primary_item
+from app.domain.protocol import AnalysisSet, Assay, Protocol
+from app.domain.timeline import build_timeline
+from app.services.ingest import RETRYABLE_SQLSTATES, db_sqlstate
+from app.services.patients import load_records
+
+log = logging.getLogger("mrdhub.summaries")
+
+PRIMARY = "primary"
+NOT_ENROLLED = "not-enrolled"  # a stored row saying the patient contributes nothing
+REBUILD_CHUNK = 500  # patients read, computed and stored per transaction
+ANALYZE_AFTER = 1000  # patients rebuilt by one request after which the table's statistics are refreshed
+
+
+@dataclass(frozen=True, slots=True)
+class CutOff:
+    day: dt.date  # the clinical cut-off in the trial's zone
+    recorded_by: dt.datetime  # naive UTC: the versions recorded by then count
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """A patient's items computed at one cut-off day from the record as it is now."""
+
+    valid_from: dt.date  # the span of cut-off days that see the same record (derived.UNBOUNDED: open)
+    valid_until: dt.date | None  # None: open
+    recorded: dt.datetime  # the latest write read
+    items: dict[tuple[str, Assay], PrimaryItem | None]  # by (analysis set, assay); None: not enrolled
+
+    def answers(self, cut: CutOff) -> bool:
+        """Whether these are the items of the cut-off: the same clinical facts kept, the same versions."""
+        spans = self.valid_from <= cut.day and (self.valid_until is None or cut.day <= self.valid_until)
+        return spans and self.recorded <= cut.recorded_by
+
+
+def primary_items(
+    db: Database,
+    protocol: Protocol,
+    *,
+    analysis_set: AnalysisSet,
+    assay: Assay,
+    cut: CutOff,
+    explain: bool,
+) -> tuple[list[PrimaryItem], list[CountedGroup]]:
+    """Every visible patient's item at the cut-off; without `explain`, the counted patients without flags
+    as counts only (primary_to_json prints who they are only with explain).
+
+    A current row whose span holds the cut-off's day is used when the patient has not been written to
+    since the cut-off; such a patient without one is rebuilt at the cut-off's day (and stored); a patient
+    written to after the cut-off is computed live.
+    """
+    key = (analysis_set.name, assay)
+    analysis = derived.Analysis(PRIMARY, analysis_set.name, assay.value, protocol.version)
+    # Without explain, patients counted without flags are read as counts, and those not enrolled not at all.
+    anonymous = None if explain else derived.Anonymous(cut.day, cut.recorded_by, {*COUNTED, NOT_ENROLLED})
+    groups: list[CountedGroup] = []
+    with db.read() as session:
+        if not db.is_sqlite:  # the counts and the other rows from one snapshot (SQLite's reads are)
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        if anonymous is not None:
+            counts = derived.counted_groups(session, analysis, anonymous)
+            groups = [CountedGroup(*g) for g in counts if g[3] != NOT_ENROLLED]
+        patients = derived.stored(
+            session, analysis, skip_resources_of=() if explain else COUNTED, anonymous=anonymous
+        )
+    items: list[PrimaryItem] = []
+    stale, live = [], []
+    for found in patients:
+        if not found.rows:
+            stale.append(found.patient)
+        elif found.rows[0].recorded > cut.recorded_by:
+            live.append(found.patient)  # every current row has read the same versions
+        elif row := next((r for r in found.rows if r.spans(cut.day)), None):
+            if (item := _item(row.item)) is not None:
+                items.append(item)
+        else:
+            stale.append(found.patient)
+    for start in range(0, len(stale), REBUILD_CHUNK):
+        rebuilt = rebuild(db, protocol, stale[start : start + REBUILD_CHUNK], day=cut.day)
+        for patient, known in rebuilt.items():
+            if not known.answers(cut):
+                live.append(patient)
+            elif (item := known.items[key]) is not None:
+                items.append(item)
+        live.extend(p for p in stale[start : start + REBUILD_CHUNK] if p not in rebuilt)
+    if len(stale) >= ANALYZE_AFTER:
+        with db.transaction() as session:
+            derived.refresh_statistics(session)
+    items.extend(_live(db, protocol, live, analysis_set=analysis_set, assay=assay, cut=cut))
+    return items, groups
+
+
+def _live(
+    db: Database,
+    protocol: Protocol,
+    patients: list[str],
+    *,
+    analysis_set: AnalysisSet,
+    assay: Assay,
+    cut: CutOff,
+) -> Iterator[PrimaryItem]:
+    """The items of patients as recorded by the cut-off, computed as primary_endpoint does."""
+    for start in range(0, len(patients), REBUILD_CHUNK):
+        with db.read() as session:
+            records = load_records(
+                session, protocol, patients[start : start + REBUILD_CHUNK], recorded_by=cut.recorded_by
+            )
+        timelines = [build_timeline(record=r, protocol=protocol) for _, r in sorted(records.items())]
+        for found in cohort_entries(timelines=timelines, protocol=protocol, as_of=cut.day):
+            yield primary_item(entry=found, analysis_set=analysis_set, assay=assay, protocol=protocol)
+
+
+def rebuild(db: Database, protocol: Protocol, patients: Sequence[str], *, day: dt.date) -> dict[str, Known]:
+    """Compute the patients' items at the cut-off `day` for every analysis set and assay from their
+    records as they are now, and store them with the generations read before the records."""
+    with db.read() as session:
+        everyone, generations = derived.generations(session, patients)
+        records = load_records(session, protocol, list(patients))
+        latest = derived.latest_writes(session, list(records))
+    found: dict[str, Known] = {}
+    rows: list[dict[str, Any]] = []
+    for patient, record in records.items():
+        if patient not in latest:
+            continue  # deleted meanwhile: nothing to keep
+        first, valid_until = same_cut(record, day)
+        valid_from = derived.UNBOUNDED if first is None else first
+        timeline = build_timeline(record=record, protocol=protocol)
+        entry = cohort_entry(timeline=timeline, protocol=protocol, as_of=day)
+        items: dict[tuple[str, Assay], PrimaryItem | None] = {}
+        for chosen in protocol.analysis_sets.values():
+            for assay in Assay:
+                item = None
+                if entry is not None:
+                    item = primary_item(entry=entry, analysis_set=chosen, assay=assay, protocol=protocol)
+                items[(chosen.name, assay)] = item
+                rows.append(
+                    {
+                        "endpoint": PRIMARY,
+                        "analysis_set": chosen.name,
+                        "assay": assay.value,
+                        "patient": patient,
+                        "protocol": protocol.version,
+                        "generation": generations[patient],
+                        "everyone": everyone,
+                        "valid_from": valid_from,
+                        "valid_until": valid_until,
+                        "recorded": latest[patient],
+                        **_columns(item, record.reference),
+                    }
+                )
+        found[patient] = Known(valid_from, valid_until, latest[patient], items)
+    try:
+        with db.transaction() as session:
+            derived.store(session, rows)
+    except DBAPIError as exc:
+        # Keeping the rows only saves later requests work; a lock wait (SQLite) or a race lost to another
+        # reader's rebuild must not fail this request, whose items are computed already.
+        lost = isinstance(exc, OperationalError) if db.is_sqlite else db_sqlstate(exc) in RETRYABLE_SQLSTATES
+        if not lost:
+            raise
+        log.warning("derived rows of %d patients not stored: %s", len(found), type(exc).__name__)
+    return found
+
+
+def _columns(item: PrimaryItem | None, reference: str) -> dict[str, Any]:
+    if item is None:
+        item = PrimaryItem(reference, None, "", "", NOT_ENROLLED, None, (), ())
+    return {
+        "reference": item.patient,
+        "arm": item.arm,
+        "status": item.status,
+        "stratum": item.stratum,
+        "site": item.site,
+        "reason": item.reason,
+        "resources": derived.dump_list(item.resources),
+        "flags": derived.dump_list(item.flags),
+    }
+
+
+def _item(columns: tuple[Any, ...]) -> PrimaryItem | None:
+    reference, arm, status, stratum, site, reason, resources, flags = columns
+    if status == NOT_ENROLLED:
+        return None
+    return PrimaryItem(
+        reference, arm, stratum, site, status, reason, derived.load_list(resources), derived.load_list(flags)
+    )
