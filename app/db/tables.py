@@ -92,6 +92,9 @@ class SearchIndexRow(Base):
         Index("ix_search_index_lookup", "resource_type", "param", "value"),
         Index("ix_search_index_dates", "resource_type", "param", "start"),
         Index("ix_search_index_resource_pk", "resource_pk"),
+        # A patient's record gathers what points at "Patient/<id>" through any of a few parameters, of
+        # any type: the lookup index leads with the type, so this one leads with the value.
+        Index("ix_search_index_reference", "value", "param"),
     )
 
     pk: Mapped[int] = mapped_column(Key, primary_key=True, autoincrement=True)
