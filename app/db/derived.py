@@ -26,6 +26,7 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    literal_column,
     or_,
     outerjoin,
     select,
@@ -256,6 +257,24 @@ def counted_groups(
         .order_by(s.arm, s.stratum, s.site, s.status)
     )
     return [(str(a), str(t), str(i), str(u), int(n)) for a, t, i, u, n in session.execute(query)]
+
+
+def timed_groups(
+    session: Session, analysis: Analysis, anonymous: Anonymous, *, days_width: int
+) -> list[tuple[str, str, str, int]]:
+    """(arm, status, days, number of patients) over the visible patients' anonymous rows of an analysis
+    whose `reason` starts with the time in days, zero-padded to `days_width` (the EFS rows)."""
+    s = SUMMARIES.c
+    days = func.substr(s.reason, 1, literal_column(str(int(days_width)))).label("days")
+    query = (
+        select(s.arm, s.status, days, func.count())
+        .select_from(_patients())
+        .join(SUMMARIES, and_(_current(s, analysis), _anonymous(s, anonymous)))
+        .where(*_visible_patients())
+        .group_by(s.arm, s.status, days)
+        .order_by(s.arm, s.status, days)
+    )
+    return [(str(a), str(u), str(d), int(n)) for a, u, d, n in session.execute(query)]
 
 
 def stored(

@@ -16,6 +16,7 @@ from app.db.patients import patient_ids
 from app.domain import endpoints as ep
 from app.domain.eligibility import evaluate_eligibility
 from app.domain.endpoints.analysis_sets import analysis_set_named
+from app.domain.endpoints.efs import efs_from_items
 from app.domain.endpoints.primary import primary_from_items
 from app.domain.protocol import Assay, Protocol
 from app.domain.timeline import PatientTimeline, build_timeline
@@ -144,6 +145,8 @@ def secondary(
     as_of: AsOf,
     explain: bool,
 ) -> dict[str, Any]:
+    if name == "efs":
+        return _efs(db, protocol, analysis_set=analysis_set, assay=assay, as_of=as_of, explain=explain)
     analyse, to_json = SECONDARY[name]
     day = resolve_as_of(protocol, as_of)
     timelines = cohort_timelines(db, protocol, as_of)
@@ -153,6 +156,26 @@ def secondary(
             analyse(
                 timelines=timelines, protocol=protocol, as_of=day, analysis_set=analysis_set, assay=chosen
             ),
+            explain=explain,
+        )
+    )
+
+
+def _efs(
+    db: Database, protocol: Protocol, *, analysis_set: str, assay: str | None, as_of: AsOf, explain: bool
+) -> dict[str, Any]:
+    """Per-patient items from the derived rows where they answer the cut-off (services/summaries.py), then
+    the same aggregation as ep.event_free_survival."""
+    day = resolve_as_of(protocol, as_of)
+    chosen = _assay(assay) if assay else None  # checked before the set, as the full computation does
+    chosen_set = _run(lambda: analysis_set_named(protocol, analysis_set))
+    cut = summaries.CutOff(day, recorded_by(protocol, as_of))
+    items, groups = summaries.efs_items(
+        db, protocol, analysis_set=chosen_set, assay=chosen, cut=cut, explain=explain
+    )
+    return _run(
+        lambda: ep.efs_to_json(
+            efs_from_items(items=items, groups=groups, protocol=protocol, as_of=day, analysis_set=chosen_set),
             explain=explain,
         )
     )

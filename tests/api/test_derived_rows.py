@@ -286,3 +286,189 @@ async def test_rows_are_rebuilt_for_a_cut_off_that_keeps_other_facts_then_serve_
         await served(client, as_of=as_of)
         assert (spy.rebuilt, spy.live) == ([], []), as_of
     await assert_same(client, app, [None, during])
+
+
+# --- EFS ------------------------------------------------------------------------------------------------
+
+EFS_COMBOS: list[tuple[str, str | None]] = [("full", None), ("full", "ngs"), ("per-protocol", "flow")]
+
+
+def fresh_efs(app: Any, *, as_of: str | None, analysis_set: str, assay: str | None, explain: bool) -> str:
+    """The full computation of EFS: every record read as recorded by the cut-off, every timeline rebuilt."""
+    db, protocol = app.state.db, app.state.protocol
+    parsed = endpoints.parse_as_of(as_of)
+    result = ep.event_free_survival(
+        timelines=endpoints.cohort_timelines(db, protocol, parsed),
+        protocol=protocol,
+        as_of=endpoints.resolve_as_of(protocol, parsed),
+        analysis_set=analysis_set,
+        assay=None if assay is None else Assay(assay),
+    )
+    return json.dumps(ep.efs_to_json(result, explain=explain), sort_keys=True)
+
+
+async def served_efs(client: httpx.AsyncClient, **params: Any) -> str:
+    answer = await client.get(
+        "/api/v1/endpoints/efs", params={k: v for k, v in params.items() if v is not None}
+    )
+    assert answer.status_code == 200, answer.text
+    return json.dumps(answer.json(), sort_keys=True)
+
+
+async def assert_same_efs(client: httpx.AsyncClient, app: Any, cut_offs: list[str | None]) -> None:
+    for as_of in cut_offs:
+        for analysis_set, assay in EFS_COMBOS:
+            for explain in (False, True):
+                params = {"as_of": as_of, "assay": assay, "analysis_set": analysis_set, "explain": explain}
+                expected = fresh_efs(
+                    app, as_of=as_of, analysis_set=analysis_set, assay=assay, explain=explain
+                )
+                assert await served_efs(client, **params) == expected, (as_of, analysis_set, assay, explain)
+
+
+@pytest.mark.parametrize("start", [PAST, FUTURE], ids=["treated-years-ago", "starting-next-month"])
+async def test_every_cut_off_gets_the_efs_of_the_full_computation(
+    client: httpx.AsyncClient, app: Any, start: dt.date
+) -> None:
+    await load(client, start, patients=12)
+    cut_offs = [None, *days(-1, 0, 60, 200, 900, 3000)]
+    await assert_same_efs(client, app, cut_offs)
+    await assert_same_efs(client, app, cut_offs)  # from the rows the first round stored
+
+
+async def test_efs_without_explain_counts_unflagged_patients_by_number_with_the_same_figures(
+    client: httpx.AsyncClient, app: Any
+) -> None:
+    await load(client, PAST, patients=18)
+    await served_efs(client, explain=True)  # stores the rows
+    db, protocol = app.state.db, app.state.protocol
+    cut = summaries.CutOff(TODAY, endpoints.recorded_by(protocol, None))
+    items, groups = summaries.efs_items(
+        db, protocol, analysis_set=protocol.analysis_sets["full"], assay=None, cut=cut, explain=False
+    )
+    assert groups and sum(g.n for g in groups) + sum(i.timed for i in items) > len(items)
+    assert await served_efs(client) == fresh_efs(
+        app, as_of=None, analysis_set="full", assay=None, explain=False
+    )
+
+
+async def test_efs_per_protocol_without_an_assay_is_refused_as_before(
+    client: httpx.AsyncClient, app: Any
+) -> None:
+    await load(client, PAST)
+    for _ in range(2):  # computed, then from the stored rows
+        answer = await client.get("/api/v1/endpoints/efs", params={"analysis_set": "per-protocol"})
+        assert answer.status_code == 422, answer.text
+        assert "name the assay" in answer.text
+    with pytest.raises(ep.AnalysisSetNeedsAssay):
+        fresh_efs(app, as_of=None, analysis_set="per-protocol", assay=None, explain=False)
+
+
+async def test_efs_rows_are_stored_with_the_primary_rows_and_a_write_rebuilds_only_its_patient(
+    client: httpx.AsyncClient, app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await load(client, PAST)
+    spy = Spy(monkeypatch)
+    await served(client)
+    assert len(spy.rebuilt) == 8
+    spy.reset()
+    first = await served_efs(client, explain=True)
+    assert (spy.rebuilt, spy.live) == ([], [])
+    assert await served_efs(client, explain=True) == first
+    await client.post(
+        "/fhir",
+        json=trial_patient("NEW1", site="HEFEI-APCH", risk="low", arm="blinatumomab", result=0.001),
+        headers=FHIR_JSON,
+    )
+    await served_efs(client)
+    assert len(spy.rebuilt) == 1 and spy.live == []
+
+
+def _relapse(patient: str, onset: dt.date) -> dict[str, Any]:
+    condition = {
+        "resourceType": "Condition",
+        "code": {"coding": [{"system": "urn:mrdhub:concept", "code": "relapse"}]},
+        "verificationStatus": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "confirmed"}
+            ]
+        },
+        "subject": {"reference": patient},
+        "onsetDateTime": onset.isoformat(),
+    }
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": condition, "request": {"method": "POST", "url": "Condition"}}],
+    }
+
+
+async def test_every_kind_of_write_is_reflected_in_the_next_efs(client: httpx.AsyncClient, app: Any) -> None:
+    await load(client, PAST, patients=12)
+    cut_offs = [None, *days(-400, 3000)]
+    await assert_same_efs(client, app, cut_offs)
+    body = json.loads(await served_efs(client, explain=True))
+    censored = [p for p in body["study"]["patients"] if p["event"] is None]
+    assert len(censored) >= 2
+
+    # An EFS event: a relapse of a censored patient.
+    events = body["study"]["events"]
+    relapsed = censored[0]["patient"].split("/_history/")[0]
+    answer = await client.post(
+        "/fhir", json=_relapse(relapsed, PAST + dt.timedelta(days=300)), headers=FHIR_JSON
+    )
+    assert answer.status_code == 200, answer.text
+    assert json.loads(await served_efs(client))["study"]["events"] == events + 1
+    await assert_same_efs(client, app, cut_offs)
+
+    # A death: Patient.deceasedDateTime.
+    died = await current(client, censored[1]["patient"])
+    died["deceasedDateTime"] = (PAST + dt.timedelta(days=500)).isoformat()
+    answer = await client.put(f"/fhir/Patient/{died['id']}", json=died, headers=FHIR_JSON)
+    assert answer.status_code == 200, answer.text
+    assert json.loads(await served_efs(client))["study"]["events"] == events + 2
+    await assert_same_efs(client, app, cut_offs)
+
+    # An amendment, a result entered in error, a deletion, a new patient.
+    results = await counted_results(client)
+    assert len(results) >= 3
+    amended = await current(client, results[0])
+    answer = await client.put(f"/fhir/Observation/{amended['id']}", json=positive(amended), headers=FHIR_JSON)
+    assert answer.status_code == 200, answer.text
+    await assert_same_efs(client, app, cut_offs)
+    withdrawn = await current(client, results[1])
+    withdrawn["status"] = "entered-in-error"
+    answer = await client.put(f"/fhir/Observation/{withdrawn['id']}", json=withdrawn, headers=FHIR_JSON)
+    assert answer.status_code == 200, answer.text
+    await assert_same_efs(client, app, cut_offs)
+    answer = await client.delete("/fhir/" + results[2].split("/_history/")[0])
+    assert answer.status_code in (200, 204), answer.text
+    await assert_same_efs(client, app, cut_offs)
+    new = trial_patient("NEW1", site="HEFEI-APCH", risk="low", arm="historical-control", result=None)
+    answer = await client.post("/fhir", json=new, headers=FHIR_JSON)
+    assert answer.status_code == 200, answer.text
+    await assert_same_efs(client, app, cut_offs)
+
+
+async def test_a_site_sees_the_efs_of_its_own_patients(
+    client: httpx.AsyncClient, app: Any, token_for: Callable[..., Any]
+) -> None:
+    await load(client, PAST, patients=12)
+    everyone = await served_efs(client, explain=True)
+    token = await token_for("lis-hefei-apch")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://mrdhub.test", headers={"Authorization": f"Bearer {token}"}
+    ) as site:
+        for explain in (False, True):
+            answer = await site.get("/api/v1/endpoints/efs", params={"explain": explain})
+            assert answer.status_code == 200, answer.text
+            patients = answer.json()["study"]["table"]
+            assert patients is not None
+    mine = answer.json()
+    expected = json.loads(everyone)
+    assert mine["study"]["n"] + mine["control"]["n"] < expected["study"]["n"] + expected["control"]["n"]
+    assert {p["patient"] for p in mine["study"]["patients"]} < {
+        p["patient"] for p in expected["study"]["patients"]
+    }
+    assert await served_efs(client, explain=True) == everyone

@@ -13,25 +13,21 @@
   and the number at risk is read at 0, 365.25, 730.5, ... days.
 * Kaplan-Meier with Greenwood variance and log-log CI, S(horizon) with CI, median with CI, and the
   log-rank test study vs control: app.domain.statistics.survival.
+* Two phases (issue 8): `efs_item` places one patient (a plain, storable EfsItem), `efs_from_items`
+  aggregates; `event_free_survival` is the two in one call, and the service feeds the second from derived
+  rows (app/services/summaries.py), with unflagged timed patients as (arm, days, event) counts.
 """
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from app.domain.endpoints.analysis_sets import analysis_set_named, members
-from app.domain.endpoints.cohort import CONTROL_ARM, STUDY_ARM, CohortPatient, build_cohort
+from app.domain.endpoints.analysis_sets import analysis_set_named, membership
+from app.domain.endpoints.cohort import CONTROL_ARM, STUDY_ARM, UNKNOWN, CohortExclusion, CohortPatient
+from app.domain.endpoints.contributions import CohortEntry, cohort_entries
 from app.domain.endpoints.cutoff import earliest_day, last_contact
-from app.domain.endpoints.evidence import (
-    Exclusion,
-    Flag,
-    cohort_exclusions,
-    excluded_members,
-    exclusions_json,
-    flags_json,
-    flags_of,
-    sorted_exclusions,
-)
+from app.domain.endpoints.errors import AnalysisSetNeedsAssay
+from app.domain.endpoints.evidence import Exclusion, Flag, exclusions_json, flags_json, sorted_exclusions
 from app.domain.endpoints.reporting import (
     YEAR_DAYS,
     Json,
@@ -75,6 +71,8 @@ class EfsArm:
     at_risk_by_year: tuple[tuple[int, int], ...]  # (year, number at risk)
     at_horizon: SurvivalEstimate
     median: MedianSurvival
+    durations: tuple[int, ...]  # every patient's days, those given by number only included
+    events: tuple[bool, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,34 +99,135 @@ def event_free_survival(
     analysis_set: str = "full",
     assay: Assay | None = None,
 ) -> EfsAnalysis:
+    """The two phases in one call: each patient's item, then the aggregation of the items."""
     chosen = analysis_set_named(protocol, analysis_set)
-    cohort = build_cohort(timelines=timelines, protocol=protocol, as_of=as_of)
-    excluded = cohort_exclusions(cohort)
-    flags = list(flags_of(cohort.patients))
+    items = [
+        efs_item(entry=found, analysis_set=chosen, assay=assay, protocol=protocol)
+        for found in cohort_entries(timelines=timelines, protocol=protocol, as_of=as_of)
+    ]
+    return efs_from_items(items=items, protocol=protocol, as_of=as_of, analysis_set=chosen)
+
+
+# An item's status: timed (EVENT, CENSORED), or not analysed with a reason.
+EVENT, CENSORED = "event", "censored"
+TIMED = frozenset({EVENT, CENSORED})
+EXCLUDED, NOT_IN_COHORT = "excluded", "not-in-cohort"
+# The set needs an assay that was not named (AnalysisSetNeedsAssay); raised by the aggregation, as the
+# full computation raises it as soon as one patient reaches that requirement.
+NEEDS_ASSAY = "needs-assay"
+
+
+@dataclass(frozen=True, slots=True)
+class EfsItem:
+    """One enrolled patient's contribution to the EFS analysis of one set (and assay, for per-protocol).
+
+    Timed patients (status EVENT or CENSORED) carry the origin, the time in days and the event concept
+    (None when censored); the others carry the `reason` they are listed as excluded. `flags` are the
+    cohort's data queries and the EFS notes about the patient. Plain values only, so that it can be stored
+    and read back (app/db/derived.py).
+    """
+
+    patient: str  # versioned Patient reference
+    arm: str | None
+    stratum: str
+    site: str
+    status: str
+    reason: str | None
+    resources: tuple[str, ...]  # origin source, then the event's or last contact's (or the exclusion's)
+    flags: tuple[str, ...]
+    origin: dt.date | None = None
+    days: int | None = None
+    event: str | None = None
+
+    @property
+    def timed(self) -> bool:
+        return self.status in TIMED
+
+
+def efs_item(
+    *, entry: CohortEntry, analysis_set: AnalysisSet, assay: Assay | None, protocol: Protocol
+) -> EfsItem:
+    """Phase one: where one patient of the cohort (cohort_entry) lands in the analysis."""
+    if isinstance(entry, CohortExclusion):
+        return EfsItem(
+            entry.reference, entry.arm, UNKNOWN, UNKNOWN, NOT_IN_COHORT, entry.reason, entry.references, ()
+        )
+
+    def out(status: str, reason: str | None, resources: tuple[str, ...]) -> EfsItem:
+        return EfsItem(
+            entry.reference, entry.arm, entry.stratum, entry.site, status, reason, resources, entry.flags
+        )
+
+    try:
+        m = membership(patient=entry, analysis_set=analysis_set, assay=assay, protocol=protocol)
+    except AnalysisSetNeedsAssay:
+        return out(NEEDS_ASSAY, None, ())
+    if not m.included:
+        return out(EXCLUDED, m.reason or "not in the analysis set", m.resources)
+    found = _time_to_event(entry, protocol)
+    if isinstance(found, Exclusion):
+        return out(EXCLUDED, found.reason, found.resources)
+    timed, notes = found
+    return EfsItem(
+        entry.reference,
+        entry.arm,
+        entry.stratum,
+        entry.site,
+        CENSORED if timed.event is None else EVENT,
+        None,
+        timed.resources,
+        (*entry.flags, *notes),
+        timed.origin,
+        timed.days,
+        timed.event,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TimedGroup:
+    """Timed patients alike and known by number only: enough for every figure, not for `explain`. Only
+    for patients without flags (flags name the patient)."""
+
+    arm: str
+    days: int
+    event: bool
+    n: int
+
+
+def efs_from_items(
+    *,
+    items: Iterable[EfsItem],
+    protocol: Protocol,
+    as_of: dt.date,
+    analysis_set: AnalysisSet,
+    groups: Iterable[TimedGroup] = (),
+) -> EfsAnalysis:
+    """Phase two: Kaplan-Meier per arm, the log-rank test, exclusions and flags from the patients' items.
+
+    Items may come in any order but each patient once; timed patients may instead be passed as `groups`,
+    and such an analysis cannot be explained (efs_to_json refuses).
+    """
+    ordered = sorted(items, key=lambda i: i.patient)
+    if any(i.status == NEEDS_ASSAY for i in ordered):
+        raise AnalysisSetNeedsAssay(analysis_set.name)
+    excluded = [Exclusion(i.patient, i.arm, i.reason or "", i.resources) for i in ordered if not i.timed]
+    flags = {Flag(i.patient, f) for i in ordered for f in i.flags}
+    given = list(groups)
     arms = []
     for arm in (STUDY_ARM, CONTROL_ARM):
-        included, out = members(cohort=cohort, arm=arm, analysis_set=chosen, assay=assay, protocol=protocol)
-        excluded.extend(excluded_members(out))
-        timed = []
-        for m in included:
-            found = _time_to_event(m.patient, protocol)
-            if isinstance(found, Exclusion):
-                excluded.append(found)
-            else:
-                timed.append(found[0])
-                flags.extend(Flag(m.patient.reference, note) for note in found[1])
-        arms.append(_arm(arm, timed, protocol.efs.horizon_years))
+        timed = [_patient(i) for i in ordered if i.timed and i.arm == arm]
+        arms.append(_arm(arm, timed, [g for g in given if g.arm == arm and g.n], protocol.efs.horizon_years))
     study, control = arms
     log_rank = log_rank_test(
-        study_durations=[p.days for p in study.patients],
-        study_events=[p.event is not None for p in study.patients],
-        control_durations=[p.days for p in control.patients],
-        control_events=[p.event is not None for p in control.patients],
+        study_durations=study.durations,
+        study_events=study.events,
+        control_durations=control.durations,
+        control_events=control.events,
     )
     return EfsAnalysis(
         as_of=as_of,
         protocol_version=protocol.version,
-        analysis_set=chosen,
+        analysis_set=analysis_set,
         origin=protocol.efs.origin,
         events=protocol.efs.events,
         horizon_years=protocol.efs.horizon_years,
@@ -137,13 +236,22 @@ def event_free_survival(
         control=control,
         log_rank=log_rank,
         excluded=sorted_exclusions(excluded),
-        flags=tuple(sorted(set(flags), key=lambda f: (f.patient, f.flag))),
+        flags=tuple(sorted(flags, key=lambda f: (f.patient, f.flag))),
     )
 
 
-def _arm(arm: str, patients: list[EfsPatient], horizon_years: int) -> EfsArm:
+def _patient(item: EfsItem) -> EfsPatient:
+    assert item.origin is not None and item.days is not None  # a timed item has both
+    end = item.origin + dt.timedelta(days=item.days)
+    return EfsPatient(item.patient, item.origin, end, item.days, item.event, item.resources)
+
+
+def _arm(arm: str, patients: list[EfsPatient], groups: list[TimedGroup], horizon_years: int) -> EfsArm:
     patients.sort(key=lambda p: p.patient)
-    table = kaplan_meier(durations=[p.days for p in patients], events=[p.event is not None for p in patients])
+    # Kaplan-Meier and the log-rank test count patients per distinct time: the order is immaterial.
+    durations = [p.days for p in patients] + [g.days for g in groups for _ in range(g.n)]
+    events = [p.event is not None for p in patients] + [g.event for g in groups for _ in range(g.n)]
+    table = kaplan_meier(durations=durations, events=events)
     years = range(horizon_years + 1)
     at_risk = number_at_risk(table=table, times=[y * YEAR_DAYS for y in years])
     return EfsArm(
@@ -153,6 +261,8 @@ def _arm(arm: str, patients: list[EfsPatient], horizon_years: int) -> EfsArm:
         at_risk_by_year=tuple(zip(years, at_risk, strict=True)),
         at_horizon=survival_at(table=table, time=horizon_years * YEAR_DAYS),
         median=median_survival(table=table),
+        durations=tuple(durations),
+        events=tuple(events),
     )
 
 
@@ -277,6 +387,8 @@ def _arm_json(arm: EfsArm, horizon_years: int, explain: bool) -> Json:
         },
     }
     if explain:
+        if len(arm.patients) != arm.table.n_patients:
+            raise ValueError("patients counted by number only (TimedGroup) cannot be explained")
         out["patients"] = [
             {
                 "patient": p.patient,
