@@ -6,7 +6,7 @@ from fastapi import Depends, FastAPI
 
 from app.api import audit, auth, errors
 from app.api.limits import BodyLimit, RequestTimeout
-from app.api.routes import eligibility, endpoints, fhir, health, plots, trial
+from app.api.routes import bulk, eligibility, endpoints, export, fhir, health, plots, trial
 from app.dashboard import routes as dashboard
 from app.db.engine import Database
 from app.metrics import HttpMetrics
@@ -61,9 +61,14 @@ def create_app(
     # Middleware added later wraps what was added before. The time limit sits inside the audit (which then
     # records a timed-out request, outside its deadline); the request log is outermost, so every answer,
     # a timeout's included, gets a request id and a log line.
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # A bulk import streams its body to disk and runs as a job: it holds itself to its own limits.
+    streamed = (bulk.IMPORT_PATH,)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, exempt=streamed)
     app.add_middleware(
-        RequestTimeout, timeout_s=settings.request_timeout_s, retry_after_s=settings.retry_after_s
+        RequestTimeout,
+        timeout_s=settings.request_timeout_s,
+        retry_after_s=settings.retry_after_s,
+        exempt=streamed,
     )
     audit.install(app)
     app.add_middleware(HttpMetrics)
@@ -74,6 +79,8 @@ def create_app(
     app.include_router(fhir.public_router)
     protected = [Depends(auth.current_principal)]
     for router in (
+        bulk.router,
+        export.router,  # before fhir.router: /fhir/$export is not a resource type
         endpoints.fhir_router,
         fhir.router,
         trial.router,

@@ -1,7 +1,7 @@
-"""The operators' command line (issue 9): `mrdhub serve | migrate | import | summary | plot`.
+"""The operators' command line (issue 9): `mrdhub serve | migrate | import | export | summary | plot`.
 
-Exit codes: 0 done; 1 some bundles rejected; 2 usage (a missing file, a bad option); 3 database unreachable
-or not migrated. Configuration comes from the environment like the service's (DATABASE_URL, ...).
+Exit codes: 0 done; 1 some bundles or lines rejected; 2 usage (a missing file, a bad option); 3 database
+unreachable or not migrated. Configuration comes from the environment like the service's (DATABASE_URL, ...).
 """
 
 import json
@@ -104,12 +104,17 @@ def migrate() -> None:
 
 
 class RateColumn(ProgressColumn):
-    """Bundles per second (rich's own speed column counts bytes)."""
+    """Bundles (or resources) per second (rich's own speed column counts bytes)."""
+
+    def __init__(self, unit: str = "bundles") -> None:
+        super().__init__()
+        self.unit = unit
 
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
         return Text(
-            "-- bundles/s" if speed is None else f"{speed:.1f} bundles/s", style="progress.data.speed"
+            f"-- {self.unit}/s" if speed is None else f"{speed:.1f} {self.unit}/s",
+            style="progress.data.speed",
         )
 
 
@@ -117,13 +122,78 @@ class RateColumn(ProgressColumn):
 class ImportReport:
     accepted: int = 0
     entries: int = 0
-    rejected: list[tuple[str, str]] = field(default_factory=list)  # (bundle, reason)
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (bundle or file:line, reason)
+    resources: int = 0  # from NDJSON files of resources (bulk import)
+    created: int = 0
+    updated: int = 0
+    resources_rejected: int = 0
+
+
+def _import_resources(db: Database, settings: Settings, file: Path, report: ImportReport) -> None:
+    """An NDJSON file of resources through the bulk import (as POST /api/v1/import), with a progress bar
+    over its bytes."""
+    from rich.progress import DownloadColumn, TransferSpeedColumn
+
+    from app.protocol import load_protocol
+    from app.services.bulk_import import Report, import_file
+    from app.services.checks import protocol_checks
+    from app.services.ingest import TRUSTED
+
+    checks = protocol_checks(load_protocol(settings.protocol_path))
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TextColumn("{task.fields[rate]} resources/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err) as progress:
+        task = progress.add_task(file.name, total=file.stat().st_size, rate="--")
+
+        def advance(done: Report) -> bool:
+            rate = done.progress.as_json()["resources_per_s"]
+            progress.update(task, completed=done.progress.bytes_read, rate=f"{rate or 0:.0f}")
+            return True
+
+        done = import_file(
+            db, file, principal=TRUSTED, checks=checks, retries=settings.write_retries, on_progress=advance
+        )
+        advance(done)
+    report.resources += done.progress.accepted
+    report.created += done.progress.created
+    report.updated += done.progress.updated
+    report.resources_rejected += done.progress.rejected
+    for rejection in done.rejections:
+        issue = rejection["outcome"]["issue"][0]
+        where = f" at {', '.join(issue['expression'])}" if issue.get("expression") else ""
+        report.rejected.append((f"{file.name}:{rejection['line']}", f"{issue['diagnostics']}{where}"))
+
+
+def _is_resource_ndjson(file: Path) -> bool:
+    """An .ndjson file of resources (a bulk export's), not of bundles: judged by its first line."""
+    if file.suffix != ".ndjson":
+        return False
+    with file.open("rb") as handle:
+        for raw in handle:
+            if raw.strip():
+                try:
+                    first = json.loads(raw)
+                except ValueError:
+                    return False  # reported line by line as not JSON, as before
+                return isinstance(first, dict) and first.get("resourceType") != "Bundle"
+    return False
 
 
 def _bundles(path: Path) -> Iterator[tuple[str, Any]]:
-    """(name, parsed JSON or the parse error) for a .json bundle, or each line of an .ndjson file."""
+    """(name, parsed JSON or the parse error) for a .json bundle, or each line of an .ndjson file of
+    bundles."""
     files = sorted([*path.glob("*.json"), *path.glob("*.ndjson")]) if path.is_dir() else [path]
     for file in files:
+        if _is_resource_ndjson(file):
+            continue
         text = file.read_text(encoding="utf-8")
         if file.suffix == ".ndjson":
             for number, line in enumerate(text.splitlines(), start=1):
@@ -141,9 +211,18 @@ def _parse(text: str) -> Any:
 
 
 def _count(path: Path) -> int:
-    if not path.is_dir():
-        return 1 if path.suffix != ".ndjson" else sum(1 for x in path.read_text().splitlines() if x.strip())
     return sum(1 for _ in _bundles(path))
+
+
+def _resource_files(path: Path) -> list[Path]:
+    """NDJSON files of resources, in the order a bulk export lists them (what others refer to first)."""
+    from app.services.bulk_export import ORDER
+
+    files = [
+        f for f in (sorted(path.glob("*.ndjson")) if path.is_dir() else [path]) if _is_resource_ndjson(f)
+    ]
+    rank = {t: i for i, t in enumerate(ORDER)}
+    return sorted(files, key=lambda f: (rank.get(f.stem, len(ORDER)), f.name))
 
 
 @cli.command("import")
@@ -166,23 +245,33 @@ def import_(
         TextColumn("ETA"),
         TimeRemainingColumn(),
     )
+    resource_files = _resource_files(path)
     try:
-        with Progress(*columns, console=err) as progress:
-            task = progress.add_task("importing", total=_count(path))
-            for name, data in _bundles(path):
-                reason = _ingest(db, settings, data, report)
-                if reason:
-                    report.rejected.append((name, reason))
-                progress.advance(task)
+        bundles = _count(path)
+        if bundles or not resource_files:
+            with Progress(*columns, console=err) as progress:
+                task = progress.add_task("importing", total=bundles)
+                for name, data in _bundles(path):
+                    reason = _ingest(db, settings, data, report)
+                    if reason:
+                        report.rejected.append((name, reason))
+                    progress.advance(task)
+        for file in resource_files:
+            _import_resources(db, settings, file, report)
     except DBAPIError as exc:
         raise _fail(f"database unreachable ({_where(settings)}): {exc.orig}", EXIT_DATABASE) from None
     finally:
         db.dispose()
+    if resource_files:
+        out.print(
+            f"resources: accepted {report.resources} ({report.created} created, {report.updated} updated), "
+            f"rejected {report.resources_rejected}"
+        )
     out.print(
         f"accepted {report.accepted} bundle(s) ({report.entries} entries), rejected {len(report.rejected)}"
     )
     if report.rejected:
-        table = Table("bundle", "reason", title="Rejected", title_justify="left")
+        table = Table("bundle or line", "reason", title="Rejected", title_justify="left")
         for name, reason in report.rejected:
             table.add_row(name, reason)
         out.print(table)
@@ -207,6 +296,73 @@ def _ingest(db: Database, settings: Settings, data: Any, report: ImportReport) -
     report.accepted += 1
     report.entries += len(answer["entry"])
     return None
+
+
+@cli.command()
+def export(
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Folder for the NDJSON files (made if missing)")
+    ],
+    types: Annotated[
+        str | None,
+        typer.Option("--type", help="Comma-separated resource types (default: every clinical type)"),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only resources changed after this instant (with offset)")
+    ] = None,
+) -> None:
+    """Export the store as FHIR NDJSON, one <Type>.ndjson per type, as GET /fhir/$export would.
+
+    The files hold what was current when the export began (a consistent snapshot); `mrdhub import DIR`
+    reads them back.
+    """
+    from app.fhir.outcome import FhirError
+    from app.services import bulk_export
+    from app.services.ingest import TRUSTED, now_ms
+
+    params = [(name, value) for name, value in (("_type", types), ("_since", since)) if value is not None]
+    try:
+        request = bulk_export.parse_kickoff(params, principal=TRUSTED, patient_level=False, lenient=False)
+    except FhirError as exc:
+        raise _fail(str(exc).replace("_type", "--type").replace("_since", "--since"), EXIT_USAGE) from None
+    if output.exists() and not output.is_dir():
+        raise _fail(f"{output}: not a folder", EXIT_USAGE)
+    settings = Settings()
+    db = _database(settings)
+    at = now_ms()
+    written: list[tuple[str, int, Path]] = []
+    try:
+        outputs = bulk_export.plan(db, request, TRUSTED, at=at)
+        output.mkdir(parents=True, exist_ok=True)
+        columns = (
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            RateColumn(unit="resources"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=err) as progress:
+            task = progress.add_task("exporting", total=sum(o["count"] for o in outputs))
+            for o in outputs:
+                target = output / f"{o['type']}.ndjson"
+                with target.open("wb") as handle:
+                    for page in bulk_export.lines(db, request, o["type"], site=None, at=at):
+                        handle.write(page)
+                        progress.advance(task, page.count(b"\n"))
+                written.append((o["type"], o["count"], target))
+    except DBAPIError as exc:
+        raise _fail(f"database unreachable ({_where(settings)}): {exc.orig}", EXIT_DATABASE) from None
+    finally:
+        db.dispose()
+    from app.fhir.dates import instant
+
+    table = Table("type", "resources", "file", title=f"Exported as of {instant(at)}", title_justify="left")
+    for resource_type, n, target in written:
+        table.add_row(resource_type, str(n), str(target))
+    out.print(table)
+    out.print(f"exported {sum(n for _, n, _ in written)} resource(s) in {len(written)} file(s) to {output}")
 
 
 def _load(settings: Settings) -> tuple[Database, Any]:

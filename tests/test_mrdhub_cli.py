@@ -125,3 +125,69 @@ def test_plot_refuses_an_unknown_figure_or_file_type(
     wrong = runner.invoke(cli, ["plot", "km", "-o", str(tmp_path / "x.pdf")], env=env)
     assert wrong.exit_code == 2
     assert ".png or .svg" in wrong.stderr
+
+
+def test_export_writes_one_ndjson_per_type_and_import_reads_them_back(
+    runner: CliRunner, env: dict[str, str], loaded: Path, tmp_path: Path
+) -> None:
+    assert runner.invoke(cli, ["import", str(loaded)], env=env).exit_code == 0
+    folder = tmp_path / "export"
+    result = runner.invoke(cli, ["export", "-o", str(folder)], env=env)
+    assert result.exit_code == 0, result.output
+    assert "resources/s" in result.stderr  # the progress bar's rate
+    written = {f.stem: f.read_text().splitlines() for f in folder.glob("*.ndjson")}
+    assert {"Patient", "Observation", "Organization"} <= set(written)
+    assert "AuditEvent" not in written and "Provenance" not in written
+    assert len(written["Patient"]) == 2
+    assert f"exported {sum(len(v) for v in written.values())} resource(s)" in result.stdout
+
+    only = runner.invoke(cli, ["export", "--type", "Patient", "-o", str(tmp_path / "patients")], env=env)
+    assert only.exit_code == 0, only.output
+    assert [f.name for f in (tmp_path / "patients").iterdir()] == ["Patient.ndjson"]
+
+    again = runner.invoke(cli, ["import", str(folder)], env=env)
+    assert again.exit_code == 0, again.output
+    total = sum(len(v) for v in written.values())
+    assert f"resources: accepted {total} (0 created, 0 updated), rejected 0" in again.stdout
+
+
+def test_export_import_into_an_empty_database_gives_the_same_resources(
+    runner: CliRunner, env: dict[str, str], loaded: Path, tmp_path: Path
+) -> None:
+    assert runner.invoke(cli, ["import", str(loaded)], env=env).exit_code == 0
+    assert runner.invoke(cli, ["export", "-o", str(tmp_path / "one")], env=env).exit_code == 0
+    empty = {**env, "DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}"}
+    assert runner.invoke(cli, ["migrate"], env=empty).exit_code == 0
+    imported = runner.invoke(cli, ["import", str(tmp_path / "one")], env=empty)
+    assert imported.exit_code == 0, imported.output
+    assert runner.invoke(cli, ["export", "-o", str(tmp_path / "two")], env=empty).exit_code == 0
+
+    def resources(folder: Path) -> dict[str, list[dict[str, object]]]:
+        found = {}
+        for file in sorted(folder.glob("*.ndjson")):
+            rows = [json.loads(line) for line in file.read_text().splitlines()]
+            for row in rows:
+                row.pop("meta", None)
+            found[file.stem] = sorted(rows, key=lambda r: str(r["id"]))  # lines put aside land later
+        return found
+
+    assert resources(tmp_path / "two") == resources(tmp_path / "one")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--type", "Nonsense"], "--type"), (["--since", "yesterday"], "--since")],
+)
+def test_export_refuses_bad_options(
+    runner: CliRunner, env: dict[str, str], tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = runner.invoke(cli, ["export", "-o", str(tmp_path / "x"), *args], env=env)
+    assert result.exit_code == 2
+    assert message in result.stderr
+
+
+def test_export_says_when_the_database_is_unreachable(runner: CliRunner, tmp_path: Path) -> None:
+    env = {"DATABASE_URL": "postgresql+psycopg://mrdhub@127.0.0.1:1/mrdhub", "COLUMNS": "200"}
+    result = runner.invoke(cli, ["export", "-o", str(tmp_path / "x")], env=env)
+    assert result.exit_code == 3
+    assert "database unreachable" in result.stderr

@@ -30,12 +30,13 @@ class _BodyTooLarge(Exception):
 class BodyLimit:
     """ASGI middleware: a body over `max_bytes` (declared, or as it streams in) is a 413."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, exempt: tuple[str, ...] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.exempt = exempt  # paths that stream their body and hold it to their own limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
@@ -78,13 +79,16 @@ async def _disconnected() -> Message:
 class RequestTimeout:
     """ASGI middleware: each HTTP request gets `timeout_s` seconds, enforced as the module says."""
 
-    def __init__(self, app: ASGIApp, *, timeout_s: float, retry_after_s: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, timeout_s: float, retry_after_s: int, exempt: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self.timeout_s = timeout_s
         self.retry_after_s = retry_after_s
+        self.exempt = exempt  # paths whose own handler bounds its time (a streamed bulk upload)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
         deadline = Deadline(self.timeout_s)

@@ -107,6 +107,31 @@ class SearchIndexRow(Base):
     end: Mapped[datetime | None] = mapped_column(DateTime())
 
 
+class JobRow(Base):
+    """A bulk job (NDJSON import, FHIR $export): its state survives workers and restarts (issue 8).
+
+    `heartbeat_at` is refreshed while the job runs; a queued or running job whose heartbeat stopped (the
+    process running it died or restarted) is marked failed when it is next read (app/services/jobs.py).
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_owner", "owner"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # import | export
+    status: Mapped[str] = mapped_column(String(16))  # queued | running | completed | failed | cancelled
+    owner: Mapped[str] = mapped_column(String(255))  # the client id that started it
+    site: Mapped[str | None] = mapped_column(String(64))  # the owner's site scope, None for every site
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime())
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime())
+    request: Mapped[str] = mapped_column(Text)  # JSON: what was asked (export parameters, content size)
+    progress: Mapped[str] = mapped_column(Text)  # JSON: counters
+    result: Mapped[str | None] = mapped_column(Text)  # JSON: per-line report (import), manifest (export)
+    error: Mapped[str | None] = mapped_column(Text)  # why a failed job failed
+
+
 class PatientGenerationRow(Base):
     """How many times a patient's data have changed: every write of a resource linked to the patient
     increments it in the writer's transaction (app/db/derived.py); `patient` "*" counts the writes that
