@@ -44,7 +44,8 @@ BENCHMARKS = (
         ("--database", "sqlite", "--bundles", "300", "--rounds", "2"),
         postgres=False,
     ),
-    Benchmark("bulk_import", "bulk_import.py"),
+    Benchmark("bulk_import", "bulk_import.py", ("--postgres",)),
+    Benchmark("bulk_import_sqlite", "bulk_import.py", (), postgres=False),
     Benchmark("queries", "queries.py", ("--patients", "200")),
     Benchmark("queries_sqlite", "queries.py", ("--patients", "100", "--sqlite"), postgres=False),
 )
