@@ -5,6 +5,8 @@ from typing import Any
 from app.fhir.search_params import INDEXED_TYPES, SORTS, params_for
 
 SEARCH_TYPES = {"token": "token", "reference": "reference", "date": "date"}
+BULK_DATA = "http://hl7.org/fhir/uv/bulkdata"
+PATIENT_EXPORT = {"name": "export", "definition": f"{BULK_DATA}/OperationDefinition/patient-export"}
 
 
 def capability_statement(base: str) -> dict[str, Any]:
@@ -16,6 +18,7 @@ def capability_statement(base: str) -> dict[str, Any]:
         "kind": "instance",
         "software": {"name": "mrdhub", "version": "0.1.0"},
         "implementation": {"description": "mrdhub: MRD data service for trial NCT06607419", "url": base},
+        "instantiates": [f"{BULK_DATA}/CapabilityStatement/bulk-data"],
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
         "rest": [
@@ -28,6 +31,8 @@ def capability_statement(base: str) -> dict[str, Any]:
                 ),
                 "resource": resources,
                 "interaction": [{"code": "transaction"}, {"code": "batch"}],
+                # FHIR Bulk Data Access (app/api/routes/export.py); Patient-level export is on Patient.
+                "operation": [{"name": "export", "definition": f"{BULK_DATA}/OperationDefinition/export"}],
             }
         ],
     }
@@ -58,4 +63,5 @@ def _resource(resource_type: str) -> dict[str, Any]:
         "conditionalUpdate": True,
         "conditionalDelete": "single",
         "searchParam": params,
+        **({"operation": [PATIENT_EXPORT]} if resource_type == "Patient" else {}),
     }

@@ -3,6 +3,7 @@
 import httpx
 import pytest
 
+from app.fhir.resources import validate_resource
 from tests.builders import LAB_SYSTEM, PATIENT_SYSTEM, mrd, patient
 from tests.conftest import FHIR_JSON
 
@@ -150,3 +151,15 @@ async def test_capability_statement_lists_the_search_parameters(client: httpx.As
     observation = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Observation")
     names = {p["name"] for p in observation["searchParam"]}
     assert {"subject", "patient", "code", "date", "status", "_lastUpdated", "_id", "identifier"} <= names
+
+
+async def test_capability_statement_declares_bulk_export_and_is_valid_r4(client: httpx.AsyncClient) -> None:
+    statement = (await client.get("/fhir/metadata")).json()
+    validate_resource(statement)
+    rest = statement["rest"][0]
+    assert [o["definition"] for o in rest["operation"]] == [
+        "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
+    ]
+    patient = next(r for r in rest["resource"] if r["type"] == "Patient")
+    assert patient["operation"][0]["definition"].endswith("/patient-export")
+    assert statement["instantiates"] == ["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"]
