@@ -4,12 +4,13 @@
     .venv/bin/python bench/queries.py --database-url URL --keep           # a database loaded before
     .venv/bin/python bench/queries.py --patients 300 --sqlite
 
-Loads a synthetic cohort (bench/cohort.py, seed 7) unless the database already holds one, starts uvicorn
-(one worker, authorisation off as in the ingest benchmark) and measures, one request at a time so that the
-figures are latencies and not queueing: `--samples` timeline and eligibility reads of random patients
-(p50/p95/p99) and `--repeat` rounds of each endpoint summary (primary flow and NGS, EFS; median and max).
-The issue-8 goals at 100,000 patients: timeline p99 < 20 ms, eligibility p99 < 30 ms, primary and EFS
-summaries < 300 ms. Results go to bench/results/queries_<n>.json. Run by hand, never in tests.
+Loads a synthetic cohort (bench/cohort.py, seed 7, as NDJSON through the bulk import, then ANALYZE)
+unless the database already holds one, starts uvicorn (one worker, authorisation off as in the ingest
+benchmark) and measures, one request at a time so that the figures are latencies and not queueing:
+`--samples` timeline and eligibility reads of random patients (p50/p95/p99) and `--repeat` rounds of each
+endpoint summary (primary flow and NGS, EFS; median and max). The issue-8 goals at 100,000 patients:
+timeline p99 < 20 ms, eligibility p99 < 30 ms, primary and EFS summaries < 300 ms. Results go to
+bench/results/queries_<database>_<n>.json. Run by hand, never in tests.
 """
 
 import argparse
@@ -37,25 +38,38 @@ SEED = 7
 
 
 def load(url: str, patients: int) -> tuple[int, float]:
-    """Every message of the cohort through the LIS ingest path, in process; (bundles, seconds)."""
+    """The cohort as NDJSON through the bulk import (what `POST /api/v1/import` runs): (lines, seconds)."""
+    import tempfile
+
     from app.db.engine import Database
     from app.db.migrations import upgrade
-    from app.services.ingest import process_bundle
-    from bench.cohort import iter_bundles
+    from app.protocol import load_protocol
+    from app.services.bulk_import import import_file
+    from app.services.checks import protocol_checks
+    from app.services.ingest import TRUSTED
+    from app.settings import Settings
+    from bench.bulk_import import write_cohort
 
     upgrade(url)
     db = Database(url)
-    started, sent = time.perf_counter(), 0
+    checks = protocol_checks(load_protocol(Settings().protocol_path))
     try:
-        for message in iter_bundles(patients=patients, seed=SEED):
-            process_bundle(db, message.bundle, max_entries=1000, retries=5, checks=(), prefer="minimal")
-            sent += 1
-            if sent % 1000 == 0:
-                rate = sent / (time.perf_counter() - started)
-                print(f"  loaded {sent} bundles ({rate:.0f}/s)", file=sys.stderr, flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "cohort.ndjson"
+            lines = write_cohort(path, patients, SEED)
+            started = time.perf_counter()
+            report = import_file(db, path, principal=TRUSTED, checks=checks, retries=5)
+            seconds = time.perf_counter() - started
     finally:
         db.dispose()
-    return sent, time.perf_counter() - started
+    if report.progress.rejected:
+        raise SystemExit(f"{report.progress.rejected} of {lines} lines rejected while loading the cohort")
+    if url.startswith("postgresql"):
+        engine = create_engine(url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.execute(text("ANALYZE"))  # planner statistics of the freshly loaded tables
+        engine.dispose()
+    return lines, seconds
 
 
 def stored_counts(url: str) -> tuple[int, int]:
@@ -196,12 +210,9 @@ def main() -> None:
 
         upgrade(url)
         if stored_counts(url)[0] == 0:
-            bundles, seconds = load(url, args.patients)
-            loaded = {
-                "bundles": bundles,
-                "seconds": round(seconds, 1),
-                "bundles_per_s": round(bundles / seconds),
-            }
+            lines, seconds = load(url, args.patients)
+            rate = round(lines / seconds)
+            loaded = {"resources": lines, "seconds": round(seconds, 1), "resources_per_s": rate}
         patients, resources = stored_counts(url)
         port = free_port()
         server = start_server(url, port)
