@@ -23,6 +23,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     tuple_,
     update,
 )
@@ -136,6 +137,14 @@ def by_natural_keys(
         return {}
     rows = session.execute(BY_NATURAL_KEYS, {"keys": list(keys)})
     return {(row[0], row[1], row[2]): _stored(row[3:]) for row in rows}
+
+
+def refresh_statistics(session: Session) -> None:
+    """After a bulk load: PostgreSQL plans with the statistics of the tables as they were before it (empty,
+    for a first load) until autovacuum gets to them, and conditional-create lookups then scan."""
+    if session.get_bind().dialect.name == "postgresql":
+        for table in (ResourceRow, ResourceVersionRow, IdentifierRow, SearchIndexRow):
+            session.execute(text(f"ANALYZE {table.__tablename__}"))
 
 
 def write_versions(session: Session, versions: Sequence[NewVersion], *, now: datetime) -> list[int]:

@@ -53,6 +53,7 @@ from app.services.ingest import in_transaction, now_ms
 from app.services.writes import Resource, ResourceCheck, Run, apply_entries
 
 CHUNK = 500
+ANALYZE_AFTER = 10_000  # resources written by one import after which planner statistics are refreshed
 VALIDATION_BATCH = 250  # lines sent to a validating process at once
 ROUNDS = 5  # passes over lines put aside for a reference not yet written
 MAX_REPORTED = 1000
@@ -518,11 +519,17 @@ def import_file(
     on_progress: Callable[[Report], bool] | None = None,
     chunk_size: int = CHUNK,
     workers: int = 0,
+    analyze_after: int = ANALYZE_AFTER,
 ) -> Report:
     """Import an NDJSON file. With `workers`, lines are validated in that many spawned processes while
     this thread writes (validation is about a third of a line's cost here, the write path the rest); off
-    by default: on the 2-core machine it was measured on, under load, it did not pay (bench/README.md)."""
+    by default: on the 2-core machine it was measured on, under load, it did not pay (bench/README.md).
+    After `analyze_after` resources written, the store's planner statistics are refreshed."""
     size = path.stat().st_size
     importer = Importer(db, principal, checks, retries, job_id, on_progress, chunk_size, workers)
     with path.open("rb") as source:
-        return importer.run(source, size=size)
+        report = importer.run(source, size=size)
+    if report.progress.created + report.progress.updated >= analyze_after:
+        with db.transaction() as session:
+            repo.refresh_statistics(session)
+    return report

@@ -7,10 +7,11 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from app.db.tables import JobRow, ResourceRow, ResourceVersionRow
 from app.services import jobs
+from app.services.bulk_import import import_file
 from app.services.ingest import TRUSTED
 from app.settings import Settings
 from bench.cohort import generate
@@ -329,3 +330,31 @@ async def run_import_body(client: httpx.AsyncClient, body: Any) -> dict[str, Any
     answer = await client.post("/api/v1/import", content=body, headers=NDJSON)
     assert answer.status_code == 202, answer.text
     return await finished(client, answer.headers["content-location"])
+
+
+async def test_a_large_import_refreshes_the_planners_statistics(
+    app: Any, is_postgres: bool, tmp_path: Any
+) -> None:
+    """PostgreSQL plans with the statistics of the tables before a bulk load until they are refreshed."""
+    if not is_postgres:
+        pytest.skip("planner statistics are PostgreSQL's (SQLite has no ANALYZE worth keeping here)")
+    def analyzed() -> dict[str, int]:
+        with app.state.db.engine.connect() as connection:
+            connection.execute(text("SELECT pg_stat_clear_snapshot()"))
+            rows = connection.execute(
+                text("SELECT relname, analyze_count FROM pg_stat_user_tables WHERE relname = ANY(:t)"),
+                {"t": ["resources", "resource_versions", "resource_identifiers", "search_index"]},
+            )
+            return {name: int(count) for name, count in rows}
+
+    before = analyzed()
+    path = tmp_path / "cohort.ndjson"
+    path.write_bytes(ndjson(*generate(patients=2, seed=5).resources()))
+    report = import_file(app.state.db, path, principal=TRUSTED, checks=(), retries=5, analyze_after=1)
+    assert report.progress.created > 0
+    deadline = dt.datetime.now() + dt.timedelta(seconds=10)  # the counters are flushed within a second
+    while analyzed() == before and dt.datetime.now() < deadline:
+        await anyio.sleep(0.2)
+    after = analyzed()
+    assert all(after[t] > before.get(t, 0) for t in after), (before, after)
+    assert len(after) == 4
