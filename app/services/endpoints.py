@@ -97,6 +97,17 @@ def _run(call: Callable[[], T]) -> T:
         raise InvalidInput(str(exc)) from None
 
 
+def warm_derived_rows(db: Database, protocol: Protocol) -> None:
+    """Rebuild the derived rows that today's questions read (after a bulk import), so that the first
+    request does not (about 6.6 ms a patient on this machine: minutes for a registry)."""
+    cut = summaries.CutOff(resolve_as_of(protocol, None), recorded_by(protocol, None))
+    chosen = next(iter(protocol.analysis_sets.values()))
+    # One analysis rebuilds every set, assay and endpoint of each patient whose rows are missing or stale.
+    summaries.primary_items(
+        db, protocol, analysis_set=chosen, assay=protocol.primary.assays[0], cut=cut, explain=False
+    )
+
+
 def primary(
     db: Database, protocol: Protocol, *, assay: str, analysis_set: str, as_of: AsOf, explain: bool
 ) -> dict[str, Any]:

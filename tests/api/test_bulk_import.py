@@ -9,7 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select, text, update
 
-from app.db.tables import JobRow, ResourceRow, ResourceVersionRow
+from app.db.tables import JobRow, PatientSummaryRow, ResourceRow, ResourceVersionRow
 from app.services import jobs
 from app.services.bulk_import import import_file
 from app.services.ingest import TRUSTED
@@ -358,3 +358,15 @@ async def test_a_large_import_refreshes_the_planners_statistics(
     after = analyzed()
     assert all(after[t] > before.get(t, 0) for t in after), (before, after)
     assert len(after) == 4
+
+
+async def test_a_finished_import_has_rebuilt_the_derived_rows_of_its_patients(
+    client: httpx.AsyncClient, app: Any
+) -> None:
+    await run_import(client, ndjson(*generate(patients=9, seed=4).resources()))
+    with app.state.db.engine.connect() as connection:
+        summarised = connection.execute(select(func.count(func.distinct(PatientSummaryRow.patient)))).scalar()
+    assert summarised == await total(client, "Patient") == 9
+    # The endpoint then answers from them.
+    served = (await client.get("/api/v1/endpoints/primary", params={"assay": "flow"})).json()
+    assert served["overall"]["n"] > 0

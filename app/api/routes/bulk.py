@@ -10,6 +10,7 @@ not the work: an interrupted job is marked failed (app/services/jobs.py) and its
 the process's temporary directory or deleted when found; the client sends the file again (idempotent).
 """
 
+import logging
 import os
 import tempfile
 from datetime import datetime
@@ -26,11 +27,14 @@ from app import metrics
 from app.api.deps import DatabaseDep, SettingsDep
 from app.db.engine import Database
 from app.domain.access import Principal
+from app.domain.protocol import Protocol
 from app.fhir.dates import instant
-from app.services import bulk_import, jobs
+from app.services import bulk_import, endpoints, jobs
 from app.services.bulk_import import Report
 from app.services.errors import ServiceError
 from app.services.writes import ResourceCheck
+
+log = logging.getLogger("mrdhub.jobs")
 
 IMPORT_PATH = "/api/v1/import"
 NDJSON_TYPES = ("application/fhir+ndjson", "application/ndjson", "application/x-ndjson")
@@ -192,11 +196,18 @@ async def import_ndjson(request: Request, settings: SettingsDep, db: DatabaseDep
         path.unlink(missing_ok=True)
         raise
     checks: tuple[ResourceCheck, ...] = request.app.state.checks
+    protocol: Protocol = request.app.state.protocol
     jobs.run_in_background(
         db,
         job.id,
         lambda: _run_import(
-            db, job.id, path, principal=principal, checks=checks, retries=settings.write_retries
+            db,
+            job.id,
+            path,
+            principal=principal,
+            checks=checks,
+            retries=settings.write_retries,
+            protocol=protocol,
         ),
     )
     location = f"{IMPORT_PATH.removesuffix('/import')}/jobs/{job.id}"
@@ -239,8 +250,10 @@ def _run_import(
     principal: Principal,
     checks: tuple[ResourceCheck, ...],
     retries: int,
+    protocol: Protocol,
 ) -> None:
-    """The job's thread: import the spool file, recording progress; the file is deleted in any case."""
+    """The job's thread: import the spool file, recording progress, then rebuild the derived rows it made
+    stale (a job is completed when the trial's views are ready); the file is deleted in any case."""
     try:
         if not jobs.start(db, job_id):
             return
@@ -259,6 +272,11 @@ def _run_import(
         except Exception:
             metrics.job_finished("import", job_id, "failed")
             raise
+        if report.progress.created or report.progress.updated:
+            try:
+                endpoints.warm_derived_rows(db, protocol)
+            except Exception:  # the rows are rebuilt by the next request instead: slower, never wrong
+                log.exception("derived rows could not be rebuilt after import job %s", job_id)
         jobs.finish(db, job_id, progress=report.progress.as_json(), result=report.as_json())
         metrics.job_finished("import", job_id, "completed")
     finally:
