@@ -1,4 +1,4 @@
-"""The operators' command line (issue 9): `mrdhub serve | migrate | import | export | summary | plot`.
+"""The operators' command line (issue 9): `mrdhub serve | migrate | import | export | warm | summary | plot`.
 
 Exit codes: 0 done; 1 some bundles or lines rejected; 2 usage (a missing file, a bad option); 3 database
 unreachable or not migrated. Configuration comes from the environment like the service's (DATABASE_URL, ...).
@@ -25,7 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy import inspect
+from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import DBAPIError
 
 from app.db.engine import Database
@@ -387,6 +387,25 @@ def _rate_row(name: str, line: dict[str, Any]) -> list[str]:
     ci = "-" if not band else f"{band[0]:.3f}-{band[1]:.3f}"
     p = line.get("p_value_one_sided")
     return [name, f"{line['n_negative']}/{line['n']}", rate, ci, "-" if p is None else f"{p:.4f}"]
+
+
+@cli.command()
+def warm() -> None:
+    """Rebuild the derived per-patient rows that today's endpoint questions read (after a restore, a new
+    protocol file, or a day of LIS feeds), so that the first request does not."""
+    from app.db.tables import PatientSummaryRow
+    from app.services import endpoints
+
+    settings = Settings()
+    db, protocol = _load(settings)
+    try:
+        with out.status("rebuilding the derived rows of every changed patient"):
+            endpoints.warm_derived_rows(db, protocol)
+        with db.read() as session:
+            patients = session.scalar(select(func.count(func.distinct(PatientSummaryRow.patient))))
+    finally:
+        db.dispose()
+    out.print(f"derived rows current for {patients} patients (protocol {protocol.version})")
 
 
 @cli.command()

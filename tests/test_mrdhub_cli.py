@@ -191,3 +191,19 @@ def test_export_says_when_the_database_is_unreachable(runner: CliRunner, tmp_pat
     result = runner.invoke(cli, ["export", "-o", str(tmp_path / "x")], env=env)
     assert result.exit_code == 3
     assert "database unreachable" in result.stderr
+
+
+def test_warm_rebuilds_the_derived_rows_of_every_patient(
+    runner: CliRunner, env: dict[str, str], loaded: Path
+) -> None:
+    imported = runner.invoke(cli, ["import", str(loaded)], env=env)
+    assert imported.exit_code == 0, imported.output
+    result = runner.invoke(cli, ["warm"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "derived rows current for 2 patients" in result.output
+
+
+def test_warm_on_an_unmigrated_database_says_so(runner: CliRunner, env: dict[str, str]) -> None:
+    result = runner.invoke(cli, ["warm"], env=env)
+    assert result.exit_code == 3
+    assert "not migrated" in result.output
