@@ -55,10 +55,14 @@ def patient_view(
     fhir_servers: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     context = request.get("context") or {}
+    if not isinstance(context, dict):
+        raise ValueError("context must be an object")
     patient_id = context.get("patientId")
     if not isinstance(patient_id, str) or not patient_id:
         raise ValueError("context.patientId is required")
     prefetch = request.get("prefetch") or {}
+    if not isinstance(prefetch, dict):
+        raise ValueError("prefetch must be an object")
     items = [item for key in PREFETCH if prefetch.get(key) for item in flatten(prefetch[key])]
     have = {PREFETCH[key].split("/")[0].split("?")[0] for key in PREFETCH if prefetch.get(key)}
     missing = set(PREFETCH_TYPES) - have

@@ -292,6 +292,29 @@ async def test_cds_with_an_unreachable_fhir_server_answers_quickly_with_a_card(
     assert time.monotonic() - started < 10
 
 
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+        (b'{"hook": "patient-view", "context": "x"}', "context must be an object"),
+        (b'{"hook": "patient-view", "context": {"patientId": "1"}, "prefetch": "x"}', "prefetch must be"),
+        (b'{"hook": "patient-view", "context": {"patientId": "1"}, "prefetch": {"patient": "x"}}', ""),
+    ],
+    ids=["not-json", "not-utf8", "context-string", "prefetch-string", "prefetch-entry-string"],
+)
+async def test_a_malformed_hook_request_is_a_422_not_a_500(
+    client: httpx.AsyncClient, body: bytes, why: str
+) -> None:
+    answer = await client.post(
+        "/cds-services/nct06607419-eligibility", content=body, headers={"content-type": "application/json"}
+    )
+    assert answer.status_code in (200, 422), answer.text
+    if why:
+        assert answer.status_code == 422
+        assert why in answer.json()["error"]
+
+
 async def test_cds_never_reads_a_fhir_server_that_is_not_allowed(
     client: httpx.AsyncClient, fhir_server: str, token_for: TokenFactory, app: Any
 ) -> None:

@@ -134,7 +134,10 @@ async def cds_service(
 ) -> JSONResponse:
     if service_id != cds.service_id(protocol):
         raise NotFound(f"No CDS service '{service_id}'", parameter="service_id")
-    body = await request.json()
+    try:
+        body = await request.json()
+    except ValueError:  # not JSON, or not UTF-8
+        return JSONResponse({"error": "the hook request is not valid JSON"}, status_code=422)
     if not isinstance(body, dict) or body.get("hook") != "patient-view":
         return JSONResponse({"error": "expected a patient-view hook request"}, status_code=422)
     try:
